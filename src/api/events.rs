@@ -1,0 +1,64 @@
+//! `POST /v1/events`: one envelope or an array of up to 1000, validated like
+//! AMQP events, published to `<p>.events` and answered 202 with their ids
+//! only after the broker confirmed every one.
+
+use std::sync::Arc;
+
+use axum::{Json, extract::State, http::StatusCode};
+use futures_util::future::try_join_all;
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+
+use super::{AppState, error::ApiError, extract::JsonBody};
+use crate::ingest::envelope::{Decoded, decode_value};
+
+/// Events one request may carry.
+pub const MAX_BATCH: usize = 1000;
+
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let decoded: Vec<Decoded> = match &body {
+        Value::Array(items) => {
+            if items.is_empty() || items.len() > MAX_BATCH {
+                return Err(ApiError::invalid(
+                    "body",
+                    &format!("a batch holds 1 to {MAX_BATCH} events, not {}", items.len()),
+                ));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    decode_value(item)
+                        .map_err(|e| ApiError::invalid(&format!("[{i}].{}", e.field), &e.message))
+                })
+                .collect::<Result<_, _>>()?
+        }
+        single => vec![decode_value(single).map_err(|e| ApiError::invalid(&e.field, &e.message))?],
+    };
+    let (publisher, fault) = state.link.publisher()?;
+    let exchange = state.topology.events();
+    let publishes = decoded.iter().map(|d| {
+        let publisher = &publisher;
+        async move {
+            let mut body = serde_json::to_value(&d.event).expect("an Event always serialises");
+            if d.webhooks_disabled {
+                body["webhooks_disabled"] = Value::Bool(true);
+            }
+            let bytes = serde_json::to_vec(&body).expect("a JSON value always serialises");
+            publisher
+                .publish(exchange, &d.event.event_type, &bytes, FieldTable::default())
+                .await
+        }
+    });
+    if let Err(err) = try_join_all(publishes).await {
+        if err.needs_new_session() {
+            fault.cancel();
+        }
+        return Err(err.into());
+    }
+    let ids: Vec<&str> = decoded.iter().map(|d| d.event.id.as_str()).collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "ids": ids }))))
+}

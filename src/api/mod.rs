@@ -1,0 +1,76 @@
+//! The HTTP API on `api.listen`: the route table in DESIGN's order, the
+//! shared state handlers see, and the body limit.
+
+mod auth;
+pub mod error;
+mod events;
+mod extract;
+mod health;
+mod subscriptions;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware,
+    routing::{get, post},
+};
+
+use crate::{
+    app::Health,
+    broker::{link::Link, topology::Topology},
+    config::Config,
+    metrics::Metrics,
+    subscriptions::{snapshot::Subscriptions, store::Store},
+};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub store: Store,
+    pub subscriptions: Arc<Subscriptions>,
+    pub link: Arc<Link>,
+    pub topology: Arc<Topology>,
+    pub health: Arc<Health>,
+}
+
+/// With `serve_v1 = false` (a worker-only process) only health and metrics are routed.
+pub fn router(state: Arc<AppState>, serve_v1: bool) -> Router {
+    let v1 = Router::new()
+        .route("/v1/events", post(events::publish))
+        .route(
+            "/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/v1/subscriptions/{name}",
+            get(subscriptions::get)
+                .put(subscriptions::put)
+                .patch(subscriptions::patch)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/v1/subscriptions/{name}/secret",
+            get(subscriptions::secret),
+        )
+        .route(
+            "/v1/subscriptions/{name}/secret/rotate",
+            post(subscriptions::rotate),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    let base = if serve_v1 {
+        Router::new().merge(v1)
+    } else {
+        Router::new()
+    };
+    base.route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .layer(DefaultBodyLimit::max(state.config.limits.max_event_bytes))
+        .with_state(state)
+}

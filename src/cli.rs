@@ -1,0 +1,143 @@
+//! The command line: `serve`, `publish`, `check-config` and `sink`. Every
+//! command takes `--config FILE`; `HERALD__SECTION__KEY` overrides either.
+
+use std::{io::Read as _, net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
+
+use crate::{
+    app::{App, Role},
+    broker::{publisher::Headers, session::Session, topology::Topology},
+    config::Config,
+    ingest::envelope,
+    shutdown,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Durable, queue-backed webhook delivery"
+)]
+pub struct Cli {
+    /// A TOML file layered over the defaults (config/herald.toml documents every key).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run herald: the API, the worker, or both.
+    Serve {
+        #[arg(long, value_enum, default_value = "all")]
+        role: Role,
+    },
+    /// Publish one event to <prefix>.events over AMQP, as a producer would.
+    Publish(PublishArgs),
+    /// Print the effective configuration, secrets masked.
+    CheckConfig,
+    /// A local receiver that prints each delivery and checks its signature.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// The subscription's signing secret (whsec_...), to verify signatures.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The event type, e.g. deployment.failed.
+    #[arg(long = "type")]
+    pub event_type: String,
+    /// A label, repeatable: --label env=prod --label project=web.
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// The event's data as JSON; `-` reads it from stdin.
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+impl Cli {
+    pub async fn run(self, config: Config) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve { role } => {
+                let cancel = shutdown::on_signal().context("installing signal handlers")?;
+                App::build(config, role).await?.run(cancel).await
+            }
+            Command::Publish(args) => publish(&config, args).await,
+            Command::CheckConfig => {
+                print!("{}", config.to_masked_toml());
+                Ok(())
+            }
+            Command::Sink { listen, secret } => crate::sink::run(listen, secret.as_deref()).await,
+        }
+    }
+}
+
+async fn publish(config: &Config, args: PublishArgs) -> anyhow::Result<()> {
+    let mut event = Map::new();
+    event.insert("type".into(), Value::String(args.event_type.clone()));
+    if let Some(id) = args.id {
+        event.insert("id".into(), Value::String(id));
+    }
+    if let Some(source) = args.source {
+        event.insert("source".into(), Value::String(source));
+    }
+    let mut labels = Map::new();
+    for label in &args.labels {
+        let (k, v) = label
+            .split_once('=')
+            .with_context(|| format!("--label {label:?}: expected key=value"))?;
+        labels.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    if !labels.is_empty() {
+        event.insert("labels".into(), Value::Object(labels));
+    }
+    if let Some(data) = args.data {
+        let text = if data == "-" {
+            let mut buf = String::new();
+            std::io::stdin()
+                .read_to_string(&mut buf)
+                .context("reading --data from stdin")?;
+            buf
+        } else {
+            data
+        };
+        let value: Value = serde_json::from_str(&text).context("--data is not valid JSON")?;
+        event.insert("data".into(), value);
+    }
+    let body = serde_json::to_vec(&Value::Object(event))?;
+    // Validate here so a typo is an error now, not a line in <prefix>.rejected later.
+    let decoded = envelope::decode(&body).map_err(|e| anyhow::anyhow!("invalid event: {e}"))?;
+    let body = decoded.event.to_json();
+    let topology = Topology::new(
+        &config.amqp.prefix,
+        config.amqp.queue_type,
+        config.amqp.delivery_limit.get(),
+        config.retry_policy().buckets(),
+    );
+    let session = Session::open(&config.amqp, &topology, "publish", false).await?;
+    let result = session
+        .publisher()
+        .publish(
+            topology.events(),
+            &args.event_type,
+            &body,
+            Headers::new().build(),
+        )
+        .await;
+    session.close().await;
+    result.context("publishing the event")?;
+    println!("{}", decoded.event.id);
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Events out: a task per (event, subscription), rendered, signed and sent;
+//! its outcome classified and made durable (retry in a delay queue, or a
+//! dead letter) before the task is acked.
+
+pub mod dead;
+pub mod http;
+pub mod outcome;
+pub mod render;
+pub mod retry;
+pub mod signature;
+pub mod task;
+pub mod worker;

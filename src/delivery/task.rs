@@ -1,0 +1,61 @@
+//! A delivery task: one event for one subscription, the body of a
+//! `<p>.deliveries` message. The body is the event's canonical JSON; the
+//! subscription and the attempt number travel in herald's own headers
+//! (never `x-death`, which the broker owns).
+
+use bytes::Bytes;
+use lapin::types::FieldTable;
+
+use crate::{
+    broker::publisher::{Headers, header_int, header_text},
+    ingest::envelope::Event,
+};
+
+/// Header naming the subscription a task is for.
+pub const SUBSCRIPTION_HEADER: &str = "herald-subscription";
+/// Header with the 1-based number of the attempt the task is waiting for.
+pub const ATTEMPT_HEADER: &str = "herald-attempt";
+
+#[derive(Debug)]
+pub struct DeliveryTask {
+    pub subscription: String,
+    pub attempt: u32,
+    pub event: Event,
+    /// The canonical JSON of `event`, exactly as received: what `json` delivers.
+    pub body: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("delivery task without a `{SUBSCRIPTION_HEADER}` header")]
+    NoSubscription,
+    #[error("delivery task with a body that is not an event: {0}")]
+    Body(#[from] serde_json::Error),
+}
+
+impl DeliveryTask {
+    /// Reads a task from a `<p>.deliveries` message; a missing attempt header means attempt 1.
+    pub fn from_message(headers: Option<&FieldTable>, body: Bytes) -> Result<Self, TaskError> {
+        let subscription =
+            header_text(headers, SUBSCRIPTION_HEADER).ok_or(TaskError::NoSubscription)?;
+        let attempt = header_int(headers, ATTEMPT_HEADER)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n >= 1)
+            .unwrap_or(1);
+        let event = Event::from_json(&body)?;
+        Ok(Self {
+            subscription,
+            attempt,
+            event,
+            body,
+        })
+    }
+
+    /// The headers of this task's message, for the given attempt.
+    pub fn headers(subscription: &str, attempt: u32) -> FieldTable {
+        Headers::new()
+            .text(SUBSCRIPTION_HEADER, subscription)
+            .int(ATTEMPT_HEADER, i64::from(attempt))
+            .build()
+    }
+}

@@ -1,0 +1,413 @@
+//! The DELIVER stage: take a task from `<p>.deliveries`, look its subscription
+//! up in the snapshot, render, sign, send, and act on the outcome: ack on 2xx;
+//! otherwise confirm a retry (delay queue) or a dead letter first, then ack.
+//! A follow-up that is not confirmed leaves the task unacked: a duplicate, never a loss.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicNackOptions},
+};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{
+    dead::{self, DeadLetter},
+    http::{HttpClient, Request},
+    outcome::{DeadReason, Failure, Outcome, classify},
+    render::render,
+    retry::RetryPolicy,
+    signature,
+    task::DeliveryTask,
+};
+use crate::{
+    broker::{
+        consumer::Handler,
+        publisher::{PublishError, Publisher},
+        topology::Topology,
+    },
+    metrics::{DeliveryOutcome, Metrics},
+    subscriptions::{
+        model::Subscription,
+        snapshot::{Compiled, Subscriptions},
+        store::Store,
+    },
+};
+
+/// What every attempt needs and outlives a broker session.
+pub struct DeliveryCore {
+    pub subscriptions: Arc<Subscriptions>,
+    pub store: Store,
+    pub http: HttpClient,
+    pub topology: Arc<Topology>,
+    pub metrics: Arc<Metrics>,
+    pub policy: RetryPolicy,
+    pub timeout: Duration,
+    caps: InFlightCaps,
+}
+
+impl DeliveryCore {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        subscriptions: Arc<Subscriptions>,
+        store: Store,
+        http: HttpClient,
+        topology: Arc<Topology>,
+        metrics: Arc<Metrics>,
+        policy: RetryPolicy,
+        timeout: Duration,
+        max_in_flight_per_subscription: usize,
+    ) -> Self {
+        Self {
+            subscriptions,
+            store,
+            http,
+            topology,
+            metrics,
+            policy,
+            timeout,
+            caps: InFlightCaps::new(max_in_flight_per_subscription),
+        }
+    }
+}
+
+/// The deliveries consumer of one broker session.
+pub struct Deliverer {
+    pub core: Arc<DeliveryCore>,
+    pub publisher: Publisher,
+    /// Tripped when a publish shows the session is broken (e.g. a queue went missing).
+    pub fault: CancellationToken,
+}
+
+impl Handler for Deliverer {
+    async fn handle(self: Arc<Self>, delivery: Delivery) {
+        let settled = self.process(&delivery).await;
+        finish(&delivery, settled, &self.fault).await;
+    }
+}
+
+impl Deliverer {
+    async fn process(&self, delivery: &Delivery) -> Result<(), PublishError> {
+        let core = &self.core;
+        let body = Bytes::from(delivery.data.clone());
+        let task = match DeliveryTask::from_message(
+            delivery.properties.headers().as_ref(),
+            body.clone(),
+        ) {
+            Ok(task) => task,
+            Err(err) => {
+                // Nothing can ever deliver it; keep it where a human can look.
+                warn!(error = %err, "undecodable delivery task dead-lettered");
+                let failure = Failure {
+                    status: None,
+                    error: err.to_string(),
+                };
+                return self
+                    .dead_letter(&body, "", DeadReason::Poison, Some(&failure), 0)
+                    .await;
+            }
+        };
+        let snapshot = core.subscriptions.load();
+        let Some(compiled) = snapshot.get(&task.subscription).cloned() else {
+            debug!(subscription = %task.subscription, event_id = %task.event.id, "subscription deleted, delivery skipped");
+            core.metrics
+                .delivered(DeliveryOutcome::Skipped, &task.subscription);
+            return Ok(());
+        };
+        drop(snapshot);
+        if !compiled.sub.enabled {
+            return self
+                .dead_letter(
+                    &task.body,
+                    &task.subscription,
+                    DeadReason::SubscriptionDisabled,
+                    None,
+                    task.attempt - 1,
+                )
+                .await;
+        }
+        let Some(_slot) = core.caps.try_acquire(&task.subscription) else {
+            // At its cap: wait in the shortest delay queue instead of holding a worker slot.
+            debug!(subscription = %task.subscription, "subscription at its in-flight cap, task parked");
+            let shortest = core.topology.delays()[0];
+            return self
+                .publisher
+                .publish(
+                    "",
+                    &core.topology.delay(shortest),
+                    &task.body,
+                    DeliveryTask::headers(&task.subscription, task.attempt),
+                )
+                .await;
+        };
+        let outcome = attempt(core, &compiled, &task).await;
+        self.settle(&compiled.sub, &task, outcome).await
+    }
+
+    /// Makes the outcome durable: nothing to do on success, else a confirmed retry or dead letter.
+    async fn settle(
+        &self,
+        sub: &Subscription,
+        task: &DeliveryTask,
+        outcome: Outcome,
+    ) -> Result<(), PublishError> {
+        let core = &self.core;
+        match outcome {
+            Outcome::Delivered { .. } => {
+                core.metrics.delivered(DeliveryOutcome::Success, &sub.name);
+                Ok(())
+            }
+            Outcome::Retry {
+                failure,
+                not_before,
+            } => {
+                let delay = core.policy.next_delay(task.attempt, not_before);
+                let queue = core.topology.delay(delay);
+                self.publisher
+                    .publish(
+                        "",
+                        &queue,
+                        &task.body,
+                        DeliveryTask::headers(&sub.name, task.attempt + 1),
+                    )
+                    .await?;
+                core.metrics.delivered(DeliveryOutcome::Retry, &sub.name);
+                debug!(
+                    subscription = %sub.name, event_id = %task.event.id, attempt = task.attempt,
+                    status = failure.status, error = %failure.error, delay_ms = delay.as_millis() as u64,
+                    "delivery failed, retry scheduled"
+                );
+                Ok(())
+            }
+            Outcome::Dead { reason, failure } => {
+                self.dead_letter(&task.body, &sub.name, reason, Some(&failure), task.attempt)
+                    .await?;
+                if reason == DeadReason::Gone {
+                    disable(&core.store, &sub.name).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        body: &Bytes,
+        subscription: &str,
+        reason: DeadReason,
+        failure: Option<&Failure>,
+        attempts: u32,
+    ) -> Result<(), PublishError> {
+        let letter = DeadLetter {
+            subscription,
+            reason,
+            failure,
+            attempts,
+        };
+        dead::publish(&self.publisher, &self.core.topology, body, letter).await?;
+        let metrics = &self.core.metrics;
+        metrics.delivered(DeliveryOutcome::Dead, subscription);
+        metrics
+            .dead_letters
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        warn!(
+            subscription,
+            reason = reason.as_str(),
+            attempts,
+            status = failure.and_then(|f| f.status),
+            error = failure.map(|f| f.error.as_str()),
+            "delivery dead-lettered"
+        );
+        Ok(())
+    }
+}
+
+/// One HTTP attempt, signed with this attempt's timestamp, measured and classified.
+pub async fn attempt(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTask) -> Outcome {
+    let sub = &compiled.sub;
+    let rendered = render(sub, task);
+    let now = OffsetDateTime::now_utc();
+    let timestamp = now.unix_timestamp();
+    let signature = signature::sign(
+        &sub.signing_secrets(now),
+        &task.event.id,
+        timestamp,
+        &rendered.body,
+    );
+
+    let mut headers = HeaderMap::with_capacity(8 + sub.headers.len());
+    for (name, value) in &sub.headers {
+        // Validated when saved; a record edited by hand is skipped rather than sent broken.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(rendered.content_type),
+    );
+    insert(&mut headers, "webhook-id", &task.event.id);
+    insert(&mut headers, "webhook-timestamp", &timestamp.to_string());
+    insert(&mut headers, "webhook-signature", &signature);
+    insert(&mut headers, "herald-event-type", &task.event.event_type);
+    insert(&mut headers, "herald-attempt", &task.attempt.to_string());
+
+    let max_attempts = sub.max_attempts.unwrap_or(core.policy.max_attempts);
+    let url = match reqwest::Url::parse(&sub.url) {
+        Ok(url) => url,
+        Err(err) => {
+            return classify(
+                &Err(super::http::HttpError::Request(format!(
+                    "invalid url: {err}"
+                ))),
+                task.attempt,
+                max_attempts,
+            );
+        }
+    };
+    let request = Request {
+        method: sub.method.as_reqwest(),
+        url,
+        headers,
+        body: rendered.body,
+        timeout: sub.timeout.unwrap_or(core.timeout),
+    };
+
+    let metrics = &core.metrics;
+    metrics.deliveries_in_flight.inc();
+    let started = Instant::now();
+    let result = core.http.send(request).await;
+    let elapsed = started.elapsed();
+    metrics.deliveries_in_flight.dec();
+
+    let outcome = classify(&result, task.attempt, max_attempts);
+    metrics
+        .attempt_duration
+        .with_label_values(&[outcome.label()])
+        .observe(elapsed.as_secs_f64());
+    if let Outcome::Delivered { .. } = outcome {
+        let latency = (OffsetDateTime::now_utc() - task.event.time).as_seconds_f64();
+        metrics.delivery_latency.observe(latency.max(0.0));
+    }
+    let status = match &result {
+        Ok(r) => Some(r.status),
+        Err(_) => None,
+    };
+    debug!(
+        event_id = %task.event.id, event_type = %task.event.event_type, subscription = %sub.name,
+        attempt = task.attempt, outcome = outcome.label(), status,
+        duration_ms = elapsed.as_millis() as u64,
+        error = result.as_ref().err().map(|e| e.to_string()),
+        "delivery attempt"
+    );
+    outcome
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// After a 410 the endpoint said it is gone for good: stop sending to it.
+async fn disable(store: &Store, name: &str) {
+    let result = store
+        .update(name, |s| {
+            let change = s.enabled;
+            s.enabled = false;
+            Ok::<_, std::convert::Infallible>(change)
+        })
+        .await;
+    match result {
+        Ok(_) => info!(subscription = name, "subscription disabled after 410 Gone"),
+        Err(err) => {
+            warn!(subscription = name, error = %err, "could not disable a subscription after 410 Gone")
+        }
+    }
+}
+
+/// Acks when the outcome is durable; otherwise returns the message to its queue.
+pub async fn finish(
+    delivery: &Delivery,
+    settled: Result<(), PublishError>,
+    fault: &CancellationToken,
+) {
+    match settled {
+        Ok(()) => {
+            if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
+                // The channel is gone; the broker redelivers the message: a duplicate.
+                debug!(error = %err, "ack failed");
+            }
+        }
+        Err(err) => {
+            warn!(error = %err, "follow-up not confirmed, message returned to its queue");
+            if err.needs_new_session() {
+                fault.cancel();
+            }
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            if let Err(err) = delivery.nack(requeue).await {
+                debug!(error = %err, "nack failed");
+            }
+        }
+    }
+}
+
+/// Per-subscription in-flight counts: one slow endpoint cannot take every slot.
+struct InFlightCaps {
+    limit: usize,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+struct CapGuard {
+    name: String,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl InFlightCaps {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            counts: Arc::default(),
+        }
+    }
+
+    fn try_acquire(&self, name: &str) -> Option<CapGuard> {
+        let mut counts = self.counts.lock().expect("the caps lock is never poisoned");
+        let count = counts.entry(name.to_owned()).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(CapGuard {
+            name: name.to_owned(),
+            counts: self.counts.clone(),
+        })
+    }
+}
+
+impl Drop for CapGuard {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().expect("the caps lock is never poisoned");
+        if let Some(count) = counts.get_mut(&self.name) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.name);
+            }
+        }
+    }
+}

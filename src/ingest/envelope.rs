@@ -1,0 +1,290 @@
+//! The event envelope: decoded and validated once at the edge (AMQP fan-out or
+//! `POST /v1/events`), normalised (id and time filled in), and serialised to
+//! the canonical JSON that delivery tasks carry and the `json` format sends.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+/// A valid event. Past `decode`, every field obeys DESIGN's envelope rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub source: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub labels: BTreeMap<String, String>,
+    /// Kept as raw JSON: herald passes it through and never needs its structure.
+    pub data: Option<Box<RawValue>>,
+}
+
+/// An envelope that broke a rule; `field` is the JSON path of the culprit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct EnvelopeError {
+    pub field: String,
+    pub message: String,
+}
+
+impl EnvelopeError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The short label for `herald_events_rejected_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self.field.as_str() {
+            "body" => "invalid_json",
+            _ => "invalid_envelope",
+        }
+    }
+}
+
+/// What a producer may send; everything optional so each rule can name its field.
+#[derive(Deserialize)]
+struct Wire {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    source: Option<String>,
+    time: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    data: Option<Box<RawValue>>,
+    webhooks_disabled: Option<bool>,
+}
+
+/// The outcome of decoding: the event and whether the producer opted out of webhooks.
+#[derive(Debug)]
+pub struct Decoded {
+    pub event: Event,
+    pub webhooks_disabled: bool,
+}
+
+/// Decodes and validates one envelope from JSON text.
+pub fn decode(body: &[u8]) -> Result<Decoded, EnvelopeError> {
+    // serde would also read a struct from a JSON array; an envelope is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(EnvelopeError::new("body", "an event must be a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let wire: Wire = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if path == "." || inner.is_syntax() || inner.is_eof() {
+            EnvelopeError::new("body", format!("not a JSON object: {inner}"))
+        } else {
+            EnvelopeError::new(&path, strip_position(&inner.to_string()))
+        }
+    })?;
+    de.end()
+        .map_err(|err| EnvelopeError::new("body", format!("trailing characters: {err}")))?;
+    validate(wire)
+}
+
+/// Decodes from an already parsed JSON value (one element of a `POST /v1/events` batch).
+pub fn decode_value(value: &serde_json::Value) -> Result<Decoded, EnvelopeError> {
+    if !value.is_object() {
+        return Err(EnvelopeError::new("body", "an event must be a JSON object"));
+    }
+    let wire: Wire = serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        EnvelopeError::new(&path, strip_position(&err.into_inner().to_string()))
+    })?;
+    validate(wire)
+}
+
+/// serde_json appends "at line 1 column 9", which means nothing next to a field name.
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn validate(wire: Wire) -> Result<Decoded, EnvelopeError> {
+    let event_type = wire
+        .event_type
+        .ok_or_else(|| EnvelopeError::new("type", "required"))?;
+    check_type(&event_type).map_err(|m| EnvelopeError::new("type", m))?;
+    let id = match wire.id {
+        Some(id) => {
+            check_id(&id).map_err(|m| EnvelopeError::new("id", m))?;
+            id
+        }
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    let time = match wire.time {
+        Some(t) => OffsetDateTime::parse(&t, &Rfc3339)
+            .map_err(|_| EnvelopeError::new("time", format!("{t:?} is not an RFC 3339 time")))?,
+        None => OffsetDateTime::now_utc(),
+    };
+    Ok(Decoded {
+        event: Event {
+            id,
+            event_type,
+            source: wire.source,
+            time,
+            labels: wire.labels.unwrap_or_default(),
+            data: wire.data,
+        },
+        webhooks_disabled: wire.webhooks_disabled.unwrap_or(false),
+    })
+}
+
+/// 1-128 characters, dot-separated non-empty segments of `a-z0-9_-`.
+pub fn check_type(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 128 {
+        return Err(format!("must be 1-128 characters, not {}", t.len()));
+    }
+    for segment in t.split('.') {
+        if segment.is_empty() {
+            return Err(format!("{t:?} has an empty segment"));
+        }
+        if let Some(c) = segment
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+        {
+            return Err(format!(
+                "{t:?} has {c:?}: segments are a-z, 0-9, '_' and '-', separated by dots"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 1-128 of `A-Za-z0-9._:-`: it becomes the `webhook-id` header.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(format!("must be 1-128 characters, not {}", id.len()));
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        Some(c) => Err(format!(
+            "has {c:?}: allowed are A-Z, a-z, 0-9, '.', '_', ':' and '-'"
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Event {
+    /// The canonical JSON: `{id, type, source, time, labels, data}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an Event always serialises")
+    }
+
+    /// Parses canonical JSON written by `to_json` (a delivery task's body).
+    pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+
+    /// `event.time` as RFC 3339.
+    pub fn time_rfc3339(&self) -> String {
+        self.time
+            .format(&Rfc3339)
+            .expect("an OffsetDateTime from RFC 3339 or now formats as RFC 3339")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> EnvelopeError {
+        decode(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn a_minimal_event_gets_an_id_and_a_time() {
+        let d = decode(br#"{"type":"deployment.failed"}"#).unwrap();
+        assert_eq!(d.event.event_type, "deployment.failed");
+        assert_eq!(
+            uuid::Uuid::parse_str(&d.event.id)
+                .unwrap()
+                .get_version_num(),
+            7
+        );
+        assert!(!d.webhooks_disabled);
+    }
+
+    #[test]
+    fn every_field_is_kept() {
+        let d = decode(
+            br#"{"id":"evt-1","type":"testworkflow.end.success","source":"ci","time":"2026-01-02T03:04:05+01:00",
+                "labels":{"env":"prod"},"data":{"n":[1,2]},"webhooks_disabled":true}"#,
+        )
+        .unwrap();
+        assert_eq!(d.event.id, "evt-1");
+        assert_eq!(d.event.source.as_deref(), Some("ci"));
+        assert_eq!(d.event.labels["env"], "prod");
+        assert_eq!(d.event.data.as_ref().unwrap().get(), r#"{"n":[1,2]}"#);
+        assert!(d.webhooks_disabled);
+        let json: serde_json::Value = serde_json::from_slice(&d.event.to_json()).unwrap();
+        assert_eq!(json["time"], "2026-01-02T03:04:05+01:00");
+        assert_eq!(json["type"], "testworkflow.end.success");
+        assert!(json.get("webhooks_disabled").is_none());
+    }
+
+    #[test]
+    fn the_canonical_json_round_trips() {
+        let d = decode(br#"{"type":"a.b","data":[1,{"x":null}]}"#).unwrap();
+        let again = Event::from_json(&d.event.to_json()).unwrap();
+        assert_eq!(again.id, d.event.id);
+        assert_eq!(again.time, d.event.time);
+        assert_eq!(again.data.unwrap().get(), r#"[1,{"x":null}]"#);
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        assert_eq!(err(r#"{}"#).field, "type");
+        assert_eq!(err(r#"{"type":""}"#).field, "type");
+        assert_eq!(err(r#"{"type":"Deployment.Failed"}"#).field, "type");
+        assert_eq!(err(r#"{"type":"a..b"}"#).field, "type");
+        assert_eq!(err(r#"{"type":5}"#).field, "type");
+        assert_eq!(err(r#"{"type":"a","id":"has space"}"#).field, "id");
+        assert_eq!(err(r#"{"type":"a","time":"yesterday"}"#).field, "time");
+        assert_eq!(err(r#"{"type":"a","labels":{"k":1}}"#).field, "labels.k");
+        assert_eq!(
+            err(r#"{"type":"a","webhooks_disabled":"yes"}"#).field,
+            "webhooks_disabled"
+        );
+        assert_eq!(
+            err(&format!(r#"{{"type":"{}"}}"#, "a".repeat(129))).field,
+            "type"
+        );
+    }
+
+    #[test]
+    fn non_json_is_a_body_error() {
+        assert_eq!(err("not json").field, "body");
+        assert_eq!(err("[1,2]").field, "body");
+        assert_eq!(err(r#"{"type":"a"} trailing"#).field, "body");
+        assert_eq!(err("").field, "body");
+    }
+
+    #[test]
+    fn messages_carry_no_parser_positions() {
+        let e = err(r#"{"type":5}"#);
+        assert!(!e.message.contains("line"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn valid_types_are_accepted(t in "[a-z0-9_-]{1,20}(\\.[a-z0-9_-]{1,20}){0,4}") {
+            proptest::prop_assert!(check_type(&t).is_ok());
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Every worker's in-memory copy of the subscriptions: patterns and selectors
+//! compiled once, swapped atomically (readers never lock), and refreshed by a
+//! background task on each pub/sub notice and on a 1 s check of the change
+//! counter. A store that comes back empty is not adopted (DESIGN, Redis).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::{
+    model::Subscription,
+    pattern::EventPattern,
+    selector::Selector,
+    store::{Contents, Store},
+};
+use crate::{ingest::envelope::Event, metrics::Metrics};
+
+/// How often the counter is compared even without a notice: the bound on staleness.
+const POLL: Duration = Duration::from_secs(1);
+
+/// A subscription ready for matching.
+#[derive(Debug)]
+pub struct Compiled {
+    pub sub: Subscription,
+    patterns: Vec<EventPattern>,
+    selector: Selector,
+}
+
+impl Compiled {
+    pub fn compile(sub: Subscription) -> Result<Self, String> {
+        let patterns = sub
+            .events
+            .iter()
+            .map(|p| EventPattern::parse(p).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let selector = match &sub.selector {
+            Some(s) => Selector::parse(s).map_err(|e| e.to_string())?,
+            None => Selector::default(),
+        };
+        Ok(Self {
+            sub,
+            patterns,
+            selector,
+        })
+    }
+
+    pub fn matches(&self, event: &Event) -> bool {
+        self.patterns.iter().any(|p| p.matches(&event.event_type))
+            && self.selector.matches(&event.labels)
+    }
+}
+
+/// One consistent set of subscriptions, indexed for matching.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The store's change counter this snapshot reflects (0: never written).
+    pub version: u64,
+    by_name: HashMap<String, Arc<Compiled>>,
+    /// Subscriptions whose patterns are all exact, by event type.
+    exact: HashMap<String, Vec<Arc<Compiled>>>,
+    /// Subscriptions with at least one glob: checked against every event.
+    globbed: Vec<Arc<Compiled>>,
+}
+
+impl Snapshot {
+    pub fn build(version: u64, subs: impl IntoIterator<Item = Compiled>) -> Self {
+        let mut snapshot = Self {
+            version,
+            ..Self::default()
+        };
+        for compiled in subs {
+            let compiled = Arc::new(compiled);
+            let exact: Option<Vec<&str>> =
+                compiled.patterns.iter().map(EventPattern::exact).collect();
+            match exact {
+                Some(mut types) => {
+                    types.sort_unstable();
+                    types.dedup();
+                    for t in types {
+                        snapshot
+                            .exact
+                            .entry(t.to_owned())
+                            .or_default()
+                            .push(compiled.clone());
+                    }
+                }
+                None => snapshot.globbed.push(compiled.clone()),
+            }
+            snapshot.by_name.insert(compiled.sub.name.clone(), compiled);
+        }
+        snapshot
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Compiled>> {
+        self.by_name.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Every subscription, enabled or not, whose patterns and selector match `event`.
+    pub fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a Arc<Compiled>> {
+        let exact = self.exact.get(&event.event_type).into_iter().flatten();
+        exact
+            .chain(self.globbed.iter())
+            .filter(move |c| c.matches(event))
+    }
+}
+
+/// The shared handle: the current snapshot plus what `/readyz` reports about it.
+pub struct Subscriptions {
+    current: ArcSwap<Snapshot>,
+    loaded: AtomicBool,
+    store_reset: AtomicBool,
+    redis_connected: AtomicBool,
+    confirmed_at: Mutex<Option<Instant>>,
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            loaded: AtomicBool::new(false),
+            store_reset: AtomicBool::new(false),
+            redis_connected: AtomicBool::new(false),
+            confirmed_at: Mutex::new(None),
+        }
+    }
+}
+
+impl Subscriptions {
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// A snapshot was loaded at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Redis came back without the counter while we held subscriptions.
+    pub fn store_reset(&self) -> bool {
+        self.store_reset.load(Ordering::Acquire)
+    }
+
+    pub fn redis_connected(&self) -> bool {
+        self.redis_connected.load(Ordering::Acquire)
+    }
+
+    /// Time since the snapshot was last confirmed current against Redis.
+    pub fn age(&self) -> Option<Duration> {
+        self.confirmed_at
+            .lock()
+            .expect("the confirmed_at lock is never poisoned: nothing panics under it")
+            .map(|t| t.elapsed())
+    }
+
+    fn confirm(&self) {
+        *self
+            .confirmed_at
+            .lock()
+            .expect("the confirmed_at lock is never poisoned: nothing panics under it") =
+            Some(Instant::now());
+    }
+
+    /// Compares the counter and reloads when it moved. Called by the refresher.
+    pub async fn sync(&self, store: &Store, metrics: &Metrics) {
+        let result = self.try_sync(store, metrics).await;
+        let connected = result.is_ok();
+        self.redis_connected.store(connected, Ordering::Release);
+        metrics.redis_connected.set(i64::from(connected));
+        if let Err(err) = result {
+            debug!(error = %err, "subscription store unreachable, keeping the snapshot");
+        }
+        if let Some(age) = self.age() {
+            metrics.snapshot_age.set(age.as_secs_f64());
+        }
+    }
+
+    async fn try_sync(
+        &self,
+        store: &Store,
+        metrics: &Metrics,
+    ) -> Result<(), super::store::StoreError> {
+        let current = self.load();
+        let version = store.version().await?;
+        match version {
+            Some(v) if self.is_loaded() && v == current.version && !self.store_reset() => {
+                self.confirm();
+                return Ok(());
+            }
+            None if self.is_loaded() && current.version > 0 => {
+                // Redis restarted without its data: adopting the empty set would
+                // silently stop every delivery. Keep serving the last snapshot.
+                if !self.store_reset.swap(true, Ordering::AcqRel) {
+                    error!(
+                        subscriptions = current.len(),
+                        "subscription store was reset (change counter missing); keeping the last snapshot until the store is written again (herald subscriptions apply)"
+                    );
+                }
+                return Ok(());
+            }
+            None if self.is_loaded() => {
+                self.confirm();
+                return Ok(());
+            }
+            _ => {}
+        }
+        let contents = store.contents().await?;
+        self.adopt(contents, metrics);
+        Ok(())
+    }
+
+    fn adopt(&self, contents: Contents, metrics: &Metrics) {
+        let version = contents.version.unwrap_or(0);
+        let compiled = contents.records.into_iter().filter_map(|(name, raw)| {
+            let parsed = serde_json::from_str::<Subscription>(&raw)
+                .map_err(|e| e.to_string())
+                .and_then(Compiled::compile);
+            match parsed {
+                Ok(c) => Some(c),
+                Err(err) => {
+                    warn!(subscription = %name, error = %err, "skipping an unreadable subscription record");
+                    None
+                }
+            }
+        });
+        let snapshot = Snapshot::build(version, compiled);
+        let (count, previous) = (snapshot.len(), self.load().version);
+        self.current.store(Arc::new(snapshot));
+        self.loaded.store(true, Ordering::Release);
+        if self.store_reset.swap(false, Ordering::AcqRel) {
+            info!("subscription store written again; snapshot replaced");
+        }
+        self.confirm();
+        metrics
+            .subscriptions
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        info!(
+            subscriptions = count,
+            version, previous, "subscription snapshot refreshed"
+        );
+    }
+
+    /// Keeps the snapshot current until `cancel`: a notice triggers a sync at
+    /// once, the 1 s poll catches missed notices and reconnects.
+    pub async fn refresh(&self, store: &Store, metrics: &Metrics, cancel: &CancellationToken) {
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !cancel.is_cancelled() {
+            let pubsub = async {
+                let mut pubsub = store.client().get_async_pubsub().await?;
+                pubsub.subscribe(store.channel()).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let mut notices = match tokio::time::timeout(Duration::from_secs(2), pubsub).await {
+                Ok(Ok(pubsub)) => Some(pubsub.into_on_message()),
+                Ok(Err(_)) | Err(_) => None,
+            };
+            // Sync after (re)subscribing so nothing written in between is missed.
+            self.sync(store, metrics).await;
+            loop {
+                let notice = async {
+                    match notices.as_mut() {
+                        Some(stream) => stream.next().await.is_some(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    alive = notice => {
+                        if !alive {
+                            break; // pub/sub connection lost: resubscribe
+                        }
+                        self.sync(store, metrics).await;
+                    }
+                    _ = poll.tick() => {
+                        self.sync(store, metrics).await;
+                        if notices.is_none() {
+                            break; // try to subscribe again
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The Redis side of subscriptions: a hash `<rp>:subscriptions` (name -> JSON),
+//! a change counter `<rp>:subscriptions:version`, and a pub/sub notice on
+//! `<rp>:subscriptions:changed`. Every write is one Lua script, so the hash,
+//! the counter and the notice never disagree.
+
+use std::{collections::HashMap, sync::LazyLock, time::Duration};
+
+use redis::{
+    AsyncCommands, Client, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+use super::model::Subscription;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("subscription store unavailable")]
+    Unavailable(#[from] redis::RedisError),
+    #[error("subscription `{0}` has an unreadable record in Redis")]
+    Corrupt(String, #[source] serde_json::Error),
+}
+
+/// How a write treats what is already stored under the name.
+pub enum Expect<'a> {
+    /// Create only: fails when the name exists.
+    Absent,
+    /// Create or replace.
+    Any,
+    /// Replace only if the stored JSON is still exactly this (read-modify-write).
+    Current(&'a str),
+}
+
+/// What a write did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    Created,
+    Replaced,
+    /// The expectation failed: the name exists (`Absent`), or changed since it was read (`Current`).
+    Conflict,
+}
+
+// KEYS: hash, version. ARGV: name, json, mode (absent|any|current), expected, channel.
+// Returns -1 on conflict, 0 when created, 1 when replaced.
+static WRITE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local current = redis.call('HGET', KEYS[1], ARGV[1])
+        if ARGV[3] == 'absent' and current then return -1 end
+        if ARGV[3] == 'current' and current ~= ARGV[4] then return -1 end
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        local version = redis.call('INCR', KEYS[2])
+        redis.call('PUBLISH', ARGV[5], version)
+        if current then return 1 else return 0 end
+        ",
+    )
+});
+
+// KEYS: hash, version. ARGV: name, channel. Returns 1 when deleted.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+        local version = redis.call('INCR', KEYS[2])
+        redis.call('PUBLISH', ARGV[2], version)
+        return 1
+        ",
+    )
+});
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    conn: ConnectionManager,
+    hash: String,
+    version: String,
+    channel: String,
+}
+
+/// Everything stored, read atomically with the counter it belongs to.
+pub struct Contents {
+    /// `None` when the counter is missing: a store that was never written, or was wiped.
+    pub version: Option<u64>,
+    pub records: HashMap<String, String>,
+}
+
+impl Store {
+    /// Connects lazily: a Redis that is down at start-up is retried on every call.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self {
+            client,
+            conn,
+            hash: format!("{prefix}:subscriptions"),
+            version: format!("{prefix}:subscriptions:version"),
+            channel: format!("{prefix}:subscriptions:changed"),
+        })
+    }
+
+    /// The client, for the snapshot refresher's pub/sub connection.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The pub/sub channel every write notifies.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<(Subscription, String)>, StoreError> {
+        let raw: Option<String> = self.conn.clone().hget(&self.hash, name).await?;
+        raw.map(|raw| {
+            serde_json::from_str(&raw)
+                .map(|sub| (sub, raw))
+                .map_err(|e| StoreError::Corrupt(name.to_owned(), e))
+        })
+        .transpose()
+    }
+
+    pub async fn list(&self) -> Result<Vec<Subscription>, StoreError> {
+        let all: HashMap<String, String> = self.conn.clone().hgetall(&self.hash).await?;
+        let mut subs = all
+            .into_iter()
+            .map(|(name, raw)| serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(name, e)))
+            .collect::<Result<Vec<Subscription>, _>>()?;
+        subs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(subs)
+    }
+
+    pub async fn write(
+        &self,
+        sub: &Subscription,
+        expect: Expect<'_>,
+    ) -> Result<Written, StoreError> {
+        let json = serde_json::to_string(sub).expect("a Subscription always serialises");
+        let (mode, expected) = match expect {
+            Expect::Absent => ("absent", ""),
+            Expect::Any => ("any", ""),
+            Expect::Current(raw) => ("current", raw),
+        };
+        let result: i64 = WRITE
+            .key(&self.hash)
+            .key(&self.version)
+            .arg(&sub.name)
+            .arg(json)
+            .arg(mode)
+            .arg(expected)
+            .arg(&self.channel)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match result {
+            0 => Written::Created,
+            1 => Written::Replaced,
+            _ => Written::Conflict,
+        })
+    }
+
+    /// Returns whether the name existed.
+    pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let deleted: i64 = DELETE
+            .key(&self.hash)
+            .key(&self.version)
+            .arg(name)
+            .arg(&self.channel)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    /// Read-modify-write with retries on concurrent changes. `change` returns
+    /// `Ok(false)` to leave the record as it is. `Ok(None)` when the name does not exist.
+    pub async fn update<E>(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut Subscription) -> Result<bool, E>,
+    ) -> Result<Option<Result<Subscription, E>>, StoreError> {
+        for _ in 0..10 {
+            let Some((mut sub, raw)) = self.get(name).await? else {
+                return Ok(None);
+            };
+            match change(&mut sub) {
+                Err(e) => return Ok(Some(Err(e))),
+                Ok(false) => return Ok(Some(Ok(sub))),
+                Ok(true) => {}
+            }
+            if self.write(&sub, Expect::Current(&raw)).await? != Written::Conflict {
+                return Ok(Some(Ok(sub)));
+            }
+        }
+        Err(StoreError::Unavailable(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "too many concurrent changes to one subscription",
+        ))))
+    }
+
+    /// The counter alone: the cheap question "did anything change?".
+    pub async fn version(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.conn.clone().get(&self.version).await?)
+    }
+
+    /// Counter and hash in one transaction, so a snapshot never mixes two versions.
+    pub async fn contents(&self) -> Result<Contents, StoreError> {
+        let (version, records): (Option<u64>, HashMap<String, String>) = redis::pipe()
+            .atomic()
+            .get(&self.version)
+            .hgetall(&self.hash)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(Contents { version, records })
+    }
+}
