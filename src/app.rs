@@ -146,20 +146,16 @@ impl App {
         }
 
         if role.serves_api() {
-            let (link, config, topology, cancel, health, metrics) = (
+            let (link, config, topology, cancel, health) = (
                 link.clone(),
                 config.clone(),
                 topology.clone(),
                 cancel.clone(),
                 health.clone(),
-                metrics.clone(),
             );
             tasks.spawn(async move {
                 link.run(&config.amqp, &topology, &cancel, |up| {
                     health.api_link.store(up, Ordering::Release);
-                    metrics
-                        .broker_connected
-                        .set(i64::from(health.broker_connected()));
                 })
                 .await;
             });
@@ -197,18 +193,6 @@ impl App {
             topology,
             health: health.clone(),
         });
-        {
-            let (metrics, health, cancel) = (metrics.clone(), health.clone(), cancel.clone());
-            tasks.spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        _ = tick.tick() => metrics.broker_connected.set(i64::from(health.broker_connected())),
-                    }
-                }
-            });
-        }
         let router = api::router(state, role.serves_api());
         let shutdown = cancel.clone();
         axum::serve(listener, router)

@@ -78,7 +78,6 @@ impl Worker {
                 .await;
             self.set_connected(false);
             if cancel.is_cancelled() {
-                self.drain(&tracker).await;
                 session.close().await;
                 return;
             }
@@ -93,7 +92,6 @@ impl Worker {
                 () = tokio::time::sleep(delay) => {}
             }
         }
-        self.drain(&tracker).await;
     }
 
     /// Runs both consumers until shutdown or a fault; `Err` says what failed.
@@ -113,7 +111,7 @@ impl Worker {
                 .await?;
             Ok::<_, anyhow::Error>((events, deliveries))
         };
-        let (events, deliveries) = started.await.map_err(|e| format!("{e:#}"))?;
+        let (mut events, mut deliveries) = started.await.map_err(|e| format!("{e:#}"))?;
         let fault = session.fault().clone();
         let fanout = Arc::new(FanOut {
             subscriptions: self.core.subscriptions.clone(),
@@ -142,11 +140,16 @@ impl Worker {
         self.set_connected(true);
         info!(queues = ?[self.topology.events(), self.topology.deliveries()], "worker consuming");
         let end = tokio::select! {
-            end = consume(events, fanout, fanout_slots.clone(), tracker, &stop) => end,
-            end = consume(deliveries, deliverer, delivery_slots.clone(), tracker, &stop) => end,
+            end = consume(&mut events, fanout, fanout_slots.clone(), tracker, &stop) => end,
+            end = consume(&mut deliveries, deliverer, delivery_slots.clone(), tracker, &stop) => end,
         };
         stop.cancel();
         stop_on_fault.abort();
+        if cancel.is_cancelled() {
+            // The consumers (and so their channels) live until in-flight work is acked.
+            self.drain(tracker).await;
+        }
+        drop((events, deliveries));
         match end {
             ConsumeEnd::Stopped if !fault.is_cancelled() => Ok(()),
             ConsumeEnd::Stopped => Err("a connection of the session failed".into()),
@@ -157,7 +160,8 @@ impl Worker {
         }
     }
 
-    /// Waits for in-flight messages up to `worker.shutdown_timeout`.
+    /// Waits for in-flight messages up to `worker.shutdown_timeout`; called
+    /// while the consumers' channels are still open, so their acks go through.
     async fn drain(&self, tracker: &TaskTracker) {
         tracker.close();
         let timeout = self.config.worker.shutdown_timeout;

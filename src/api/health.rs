@@ -37,6 +37,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
         missing.push("subscription_store_reset");
     }
     let ready = missing.is_empty();
+    let snapshot_now = subs.load();
     let state_of = |ok: bool, bad: &str| if ok { "ok".to_owned() } else { bad.to_owned() };
     let body = json!({
         "ready": ready,
@@ -47,7 +48,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
             "snapshot": state_of(snapshot, "not loaded"),
             "subscription_store_reset": reset,
         },
-        "subscriptions": subs.load().len(),
+        "subscriptions": snapshot_now.len(),
+        "snapshot_version": snapshot_now.version,
     });
     let status = if ready {
         StatusCode::OK
@@ -58,6 +60,14 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // Gauges of state are read at scrape time: never stale, no timer needed.
+    let metrics = &state.metrics;
+    metrics
+        .broker_connected
+        .set(i64::from(state.health.broker_connected()));
+    if let Some(age) = state.subscriptions.age() {
+        metrics.snapshot_age.set(age.as_secs_f64());
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -24,8 +24,10 @@ pub enum ConsumeEnd {
     Ended(String),
 }
 
+/// Borrows `consumer`: dropping it closes its channel, which returns every
+/// unacked message, so the owner keeps it alive until in-flight work is done.
 pub async fn consume<H: Handler>(
-    mut consumer: Consumer,
+    consumer: &mut Consumer,
     handler: Arc<H>,
     slots: Arc<Semaphore>,
     tracker: &TaskTracker,

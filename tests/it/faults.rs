@@ -1,0 +1,360 @@
+//! Faults on the real services: a worker process SIGKILLed mid-flight, a
+//! graceful SIGTERM, and Redis going away (a Redis of the test's own).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{
+    AMQP_URL, Broker, TOKEN, TestApp, eventually,
+    receiver::{Receiver, Reply},
+    subscription, unique_prefix,
+};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `herald serve` as a user runs it: the binary, configured by environment.
+struct Herald {
+    child: Child,
+    api: String,
+}
+
+impl Herald {
+    fn start(prefix: &str) -> Self {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HERALD__") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .args(["serve"])
+            .env("HERALD__AMQP__URL", AMQP_URL)
+            .env("HERALD__AMQP__PREFIX", prefix)
+            .env("HERALD__AMQP__QUEUE_TYPE", "classic")
+            .env("HERALD__AMQP__PREFETCH", "50")
+            .env("HERALD__REDIS__PREFIX", prefix)
+            .env("HERALD__API__LISTEN", format!("127.0.0.1:{port}"))
+            .env("HERALD__API__TOKEN", TOKEN)
+            .env("HERALD__WORKER__CONCURRENCY", "20")
+            .env("HERALD__WORKER__SHUTDOWN_TIMEOUT", "10s")
+            .env("HERALD__DELIVERY__MAX_ATTEMPTS", "20")
+            .env("HERALD__DELIVERY__RETRY_INITIAL", "200ms")
+            .env("HERALD__DELIVERY__RETRY_MULTIPLIER", "1.5")
+            .env("HERALD__DELIVERY__RETRY_MAX_DELAY", "1s")
+            .env(
+                "HERALD__LOG__LEVEL",
+                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            api: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let (http, url) = (reqwest::Client::new(), format!("{}/readyz", self.api));
+        eventually(Duration::from_secs(30), "herald /readyz", || {
+            let (http, url) = (http.clone(), url.clone());
+            Box::pin(async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()?
+                    .status()
+                    .is_success()
+                    .then_some(())
+            })
+        })
+        .await;
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every event gets a 2xx at least once; returns the number of duplicate 2xx deliveries.
+fn successes(hook: &Receiver) -> BTreeMap<String, usize> {
+    let mut ok = BTreeMap::new();
+    for r in hook
+        .requests()
+        .iter()
+        .filter(|r| (200..300).contains(&r.status))
+    {
+        *ok.entry(r.header("webhook-id").to_owned()).or_insert(0) += 1;
+    }
+    ok
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_flight_loses_nothing_after_restart() {
+    crate::support::init();
+    let prefix = unique_prefix();
+    let first = Herald::start(&prefix);
+    first.wait_ready().await;
+
+    // The first 40 requests fail (retries in delay queues), the rest are slow (in flight).
+    let hook = Receiver::start(std::iter::repeat_n(Reply::status(500), 40)).await;
+    hook.always(Reply::ok().after(Duration::from_millis(100)));
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/v1/subscriptions", first.api))
+        .bearer_auth(TOKEN)
+        .json(&subscription("victim", &hook.url(), &["*"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    tokio::time::sleep(Duration::from_millis(500)).await; // snapshot notice
+
+    let broker = Broker::connect(&prefix).await;
+    let total = 500;
+    let ids: BTreeSet<String> = (0..total).map(|i| format!("k-{i}")).collect();
+    for id in &ids {
+        broker
+            .publish_event(
+                "load.test",
+                json!({"type": "load.test", "id": id})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "some deliveries before the kill",
+        || {
+            let n = hook.requests().len();
+            Box::pin(async move { (n >= 80).then_some(()) })
+        },
+    )
+    .await;
+    let mut first = first;
+    first.child.kill().unwrap(); // SIGKILL, mid-flight
+    first.child.wait().unwrap();
+    let before_restart = successes(&hook).len();
+
+    let second = Herald::start(&prefix);
+    second.wait_ready().await;
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(60),
+        "every event delivered after the restart",
+        || {
+            let delivered = successes(&hook).len();
+            Box::pin(async move { (delivered == total).then_some(()) })
+        },
+    )
+    .await;
+    let ok = successes(&hook);
+    assert_eq!(
+        ok.keys().cloned().collect::<BTreeSet<_>>(),
+        ids,
+        "missing must be 0"
+    );
+    let duplicates: usize = ok.values().map(|n| n - 1).sum();
+    println!(
+        "worker SIGKILL: published {total}, delivered before kill {before_restart}, delivered unique {}, \
+         duplicates {duplicates} (bound: prefetch 50 + retries in flight), drained {:?} after restart",
+        ok.len(),
+        started.elapsed()
+    );
+    assert!(
+        duplicates <= 100,
+        "duplicates {duplicates} exceed the in-flight window"
+    );
+    drop(second);
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_attempts_and_exits_0() {
+    crate::support::init();
+    let prefix = unique_prefix();
+    let herald = Herald::start(&prefix);
+    herald.wait_ready().await;
+    let hook = Receiver::start([]).await;
+    hook.always(Reply::ok().after(Duration::from_millis(1500)));
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/v1/subscriptions", herald.api))
+        .bearer_auth(TOKEN)
+        .json(&subscription("slow", &hook.url(), &["*"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let broker = Broker::connect(&prefix).await;
+    broker
+        .publish_event("a.b", br#"{"type":"a.b","id":"in-flight"}"#)
+        .await;
+    hook.next_request(Duration::from_secs(10)).await;
+
+    herald.signal("-TERM");
+    let mut herald = herald;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = herald.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "herald did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    // The in-flight attempt was finished and acked: nothing is left to redeliver.
+    let again = Herald::start(&prefix);
+    again.wait_ready().await;
+    hook.assert_quiet(Duration::from_secs(2)).await;
+    assert_eq!(hook.requests().len(), 1);
+}
+
+/// A Redis of this test's own, so stopping it disturbs no other test.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    async fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("redis://127.0.0.1:{port}/");
+        eventually(Duration::from_secs(10), "own redis up", || {
+            let url = url.clone();
+            Box::pin(async move {
+                let client = redis::Client::open(url).ok()?;
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .await;
+        Self { child, port }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn without_redis_deliveries_continue_from_the_snapshot_and_an_empty_restart_is_not_adopted() {
+    let port = free_port();
+    let mut redis = OwnRedis::start(port).await;
+    let app = TestApp::spawn_with(|c| {
+        c.redis.url = herald::config::SecretUrl::new(format!("redis://127.0.0.1:{port}/"));
+    })
+    .await;
+    let hook = Receiver::start([]).await;
+    let secret = app
+        .create_subscription(subscription("kept", &hook.url(), &["*"]))
+        .await;
+
+    redis.kill();
+    let ready_says = |missing: &'static str| {
+        let (http, url) = (app.http.clone(), app.url("/readyz"));
+        move || {
+            let (http, url) = (http.clone(), url.clone());
+            Box::pin(async move {
+                let r = http.get(&url).send().await.ok()?;
+                let status = r.status();
+                let body: serde_json::Value = r.json().await.ok()?;
+                let listed = body["missing"].as_array()?.contains(&json!(missing));
+                (status == 503 && listed).then_some(())
+            }) as futures_util::future::BoxFuture<'static, Option<()>>
+        }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "/readyz to report redis",
+        ready_says("redis"),
+    )
+    .await;
+    app.publish(json!({"type": "a.b", "id": "while-redis-down"}))
+        .await;
+    let request = hook.next_request(Duration::from_secs(10)).await;
+    assert_eq!(request.header("webhook-id"), "while-redis-down");
+    assert!(request.verify(&secret));
+    assert!(app.metrics().await.contains("herald_redis_connected 0"));
+    let (status, _) = app.api(Method::GET, "/v1/subscriptions", None).await;
+    assert_eq!(status, 503, "API reads answer 503 while Redis is down");
+
+    // Redis returns without its data: the worker keeps its snapshot and says so.
+    let redis = OwnRedis::start(redis.port).await;
+    eventually(
+        Duration::from_secs(10),
+        "/readyz to report the reset",
+        ready_says("subscription_store_reset"),
+    )
+    .await;
+    app.publish(json!({"type": "a.b", "id": "after-reset"}))
+        .await;
+    assert_eq!(
+        hook.next_request(Duration::from_secs(10))
+            .await
+            .header("webhook-id"),
+        "after-reset"
+    );
+
+    // Writing the store again ends the reset state.
+    let mut body = subscription("kept", &hook.url(), &["*"]);
+    body["secret"] = json!(secret);
+    let (status, _) = app.api(Method::POST, "/v1/subscriptions", Some(body)).await;
+    assert_eq!(status, 201);
+    app.wait_ready().await;
+    drop(redis);
+}

@@ -1,0 +1,14 @@
+//! herald's integration tests: the real `App` against the real RabbitMQ and
+//! Redis of this machine and real HTTP receivers, one file per behaviour.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod api_events;
+mod api_subscriptions;
+mod config_errors;
+mod delivery;
+mod faults;
+mod matching;
+mod rejected;
+mod retries;

@@ -1,0 +1,344 @@
+//! The test harness: `TestApp` runs the real `App` against the real RabbitMQ
+//! and Redis with its own `test-<uuid>` prefixes and millisecond timings;
+//! helpers publish events, call the API and read herald's queues.
+
+pub mod receiver;
+
+use std::{
+    net::SocketAddr,
+    sync::Once,
+    time::{Duration, Instant},
+};
+
+use futures_util::future::BoxFuture;
+use herald::{
+    app::{App, Role},
+    config::{Config, QueueType, SecretString, SecretUrl},
+};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
+};
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=5";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+pub const TOKEN: &str = "test-token-0123456789";
+
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "herald=info".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A fresh `test-<uuid>` for both prefixes: tests share a broker and a Redis, never data.
+pub fn unique_prefix() -> String {
+    format!("test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The defaults with test settings: classic queues, fast retries, port 0.
+pub fn test_config(prefix: &str) -> Config {
+    let mut config = Config::defaults();
+    config.amqp.url = SecretUrl::new(AMQP_URL);
+    config.amqp.prefix = prefix.to_owned();
+    config.amqp.queue_type = QueueType::Classic;
+    config.amqp.confirm_timeout = Duration::from_secs(5);
+    config.redis.url = SecretUrl::new(REDIS_URL);
+    config.redis.prefix = prefix.to_owned();
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.api.token = SecretString::new(TOKEN);
+    config.worker.shutdown_timeout = Duration::from_secs(5);
+    config.delivery.timeout = Duration::from_secs(2);
+    config.delivery.max_attempts = 4.try_into().unwrap();
+    config.delivery.retry_initial = Duration::from_millis(200);
+    config.delivery.retry_multiplier = 2.0;
+    config.delivery.retry_max_delay = Duration::from_secs(2);
+    config
+}
+
+/// Polls `check` until it returns `Some` or `within` passes.
+pub async fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> BoxFuture<'static, Option<T>>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub struct TestApp {
+    pub config: Config,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub amqp: Broker,
+    cancel: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Builds and runs the real `App` with `adjust` applied to the test config; waits for /readyz.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        init();
+        let mut config = test_config(&unique_prefix());
+        adjust(&mut config);
+        let app = App::build(config.clone(), Role::All)
+            .await
+            .expect("the app builds");
+        let addr = app.api_addr();
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(app.run(cancel.clone()));
+        let test = Self {
+            amqp: Broker::connect(&config.amqp.prefix).await,
+            config,
+            addr,
+            http: reqwest::Client::new(),
+            cancel,
+            handle: Some(handle),
+        };
+        test.wait_ready().await;
+        test
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.config.amqp.prefix
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn wait_ready(&self) {
+        let (http, url) = (self.http.clone(), self.url("/readyz"));
+        eventually(Duration::from_secs(20), "/readyz 200", || {
+            let (http, url) = (http.clone(), url.clone());
+            Box::pin(async move {
+                let r = http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            })
+        })
+        .await;
+    }
+
+    /// Calls the API with the token; returns the status and the JSON body (Null when empty).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, value)
+    }
+
+    /// Creates a subscription, waits until the worker's snapshot has it, returns its secret.
+    pub async fn create_subscription(&self, body: Value) -> String {
+        let name = body["name"].as_str().unwrap().to_owned();
+        let (status, reply) = self
+            .api(reqwest::Method::POST, "/v1/subscriptions", Some(body))
+            .await;
+        assert_eq!(status, 201, "{reply}");
+        self.wait_snapshot_current().await;
+        let (_, secret) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("/v1/subscriptions/{name}/secret"),
+                None,
+            )
+            .await;
+        secret["secret"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the snapshot reflects the store's change counter.
+    pub async fn wait_snapshot_current(&self) {
+        let redis = redis::Client::open(self.config.redis.url.expose()).unwrap();
+        let key = format!("{}:subscriptions:version", self.config.redis.prefix);
+        let (http, url) = (self.http.clone(), self.url("/readyz"));
+        eventually(Duration::from_secs(5), "the snapshot to catch up", || {
+            let (http, url, redis, key) = (http.clone(), url.clone(), redis.clone(), key.clone());
+            Box::pin(async move {
+                let mut conn = redis.get_multiplexed_async_connection().await.ok()?;
+                let version: Option<u64> = conn.get(&key).await.ok()?;
+                let ready: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+                (ready["snapshot_version"].as_u64() == Some(version.unwrap_or(0))).then_some(())
+            })
+        })
+        .await;
+    }
+
+    /// Publishes an event to `<p>.events` as a producer would, with a confirm.
+    pub async fn publish(&self, event: Value) {
+        let routing_key = event["type"].as_str().unwrap_or("unknown").to_owned();
+        self.amqp
+            .publish_event(&routing_key, &serde_json::to_vec(&event).unwrap())
+            .await;
+    }
+
+    /// Waits for `n` messages on one of herald's queues (taken off it).
+    pub async fn take(&self, queue_suffix: &str, n: usize, within: Duration) -> Vec<Message> {
+        self.amqp
+            .take(&format!("{}.{queue_suffix}", self.prefix()), n, within)
+            .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the app as SIGTERM would and waits for it.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A message read back from one of herald's queues.
+#[derive(Debug)]
+pub struct Message {
+    pub body: Vec<u8>,
+    pub headers: FieldTable,
+}
+
+impl Message {
+    pub fn header(&self, name: &str) -> Option<String> {
+        match self.headers.inner().get(name)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+            AMQPValue::LongLongInt(n) => Some(n.to_string()),
+            AMQPValue::LongInt(n) => Some(n.to_string()),
+            other => Some(format!("{other:?}")),
+        }
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// The test's own AMQP connection: a producer and a queue reader.
+pub struct Broker {
+    _conn: Connection,
+    channel: Channel,
+    exchange: String,
+}
+
+impl Broker {
+    pub async fn connect(prefix: &str) -> Self {
+        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        Self {
+            _conn: conn,
+            channel,
+            exchange: format!("{prefix}.events"),
+        }
+    }
+
+    pub async fn publish_event(&self, routing_key: &str, body: &[u8]) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(
+            confirm.is_ack() && confirm.take_message().is_none(),
+            "the event was not routed"
+        );
+    }
+
+    pub async fn take(&self, queue: &str, n: usize, within: Duration) -> Vec<Message> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let message = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap();
+            match message {
+                Some(m) => got.push(Message {
+                    body: m.delivery.data.clone(),
+                    headers: m.delivery.properties.headers().clone().unwrap_or_default(),
+                }),
+                None => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{queue}: got {} of {n} messages within {within:?}",
+                        got.len()
+                    );
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+        }
+        got
+    }
+}
+
+/// A minimal subscription body for `url` receiving `events`.
+pub fn subscription(name: &str, url: &str, events: &[&str]) -> Value {
+    json!({"name": name, "url": url, "events": events})
+}
