@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     app::{App, Role},
-    broker::{publisher::Headers, session::Session, topology::Topology},
+    broker::{publisher::Headers, session::Session},
     config::Config,
     ingest::envelope,
     shutdown,
@@ -120,24 +120,17 @@ async fn publish(config: &Config, args: PublishArgs) -> anyhow::Result<()> {
     // Validate here so a typo is an error now, not a line in <prefix>.rejected later.
     let decoded = envelope::decode(&body).map_err(|e| anyhow::anyhow!("invalid event: {e}"))?;
     let body = decoded.event.to_json();
-    let topology = Topology::new(
-        &config.amqp.prefix,
-        config.amqp.queue_type,
-        config.amqp.delivery_limit.get(),
-        config.retry_policy().buckets(),
-    );
-    let session = Session::open(&config.amqp, &topology, "publish", false).await?;
+    // A producer publishes; declaring is `herald serve`'s job (with its queue arguments).
+    let session = Session::open(&config.amqp, None, "publish", false).await?;
+    let exchange = format!("{}.events", config.amqp.prefix);
     let result = session
         .publisher()
-        .publish(
-            topology.events(),
-            &args.event_type,
-            &body,
-            Headers::new().build(),
-        )
+        .publish(&exchange, &args.event_type, &body, Headers::new().build())
         .await;
     session.close().await;
-    result.context("publishing the event")?;
+    result.with_context(|| {
+        format!("publishing to {exchange} (does `herald serve` run with this amqp.prefix?)")
+    })?;
     println!("{}", decoded.event.id);
     Ok(())
 }

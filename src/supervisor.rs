@@ -56,7 +56,7 @@ impl Worker {
         loop {
             let opened = tokio::select! {
                 () = cancel.cancelled() => break,
-                opened = Session::open(&self.config.amqp, &self.topology, "worker", true) => opened,
+                opened = Session::open(&self.config.amqp, Some(&self.topology), "worker", true) => opened,
             };
             let session = match opened {
                 Ok(session) => session,
@@ -113,6 +113,11 @@ impl Worker {
         };
         let (mut events, mut deliveries) = started.await.map_err(|e| format!("{e:#}"))?;
         let fault = session.fault().clone();
+        let deliverer = Arc::new(Deliverer {
+            core: self.core.clone(),
+            publisher: session.publisher().clone(),
+            fault: fault.clone(),
+        });
         let fanout = Arc::new(FanOut {
             subscriptions: self.core.subscriptions.clone(),
             topology: self.topology.clone(),
@@ -120,11 +125,8 @@ impl Worker {
             publisher: session.publisher().clone(),
             max_event_bytes: self.config.limits.max_event_bytes,
             fault: fault.clone(),
-        });
-        let deliverer = Arc::new(Deliverer {
-            core: self.core.clone(),
-            publisher: session.publisher().clone(),
-            fault: fault.clone(),
+            deliverer: deliverer.clone(),
+            delivery_slots: delivery_slots.clone(),
         });
         // Stops both loops on shutdown or on any fault of this session.
         let stop = cancel.child_token();

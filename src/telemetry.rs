@@ -9,7 +9,12 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.level).map_err(|e| {
         anyhow::anyhow!("config: log.level: invalid filter {:?}: {e}", config.level)
     })?;
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal, never into a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match config.format {
         LogFormat::Json => builder
             .json()

@@ -37,7 +37,7 @@ impl Link {
         while !cancel.is_cancelled() {
             let opened = tokio::select! {
                 () = cancel.cancelled() => break,
-                opened = Session::open(config, topology, "api", false) => opened,
+                opened = Session::open(config, Some(topology), "api", false) => opened,
             };
             match opened {
                 Ok(session) => {

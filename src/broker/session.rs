@@ -28,10 +28,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects, declares the topology, and with `consume` opens the consuming connection too.
+    /// Connects, declares `topology` when given, and with `consume` opens the consuming connection too.
     pub async fn open(
         config: &AmqpConfig,
-        topology: &Topology,
+        topology: Option<&Topology>,
         name: &str,
         consume: bool,
     ) -> anyhow::Result<Self> {
@@ -45,7 +45,9 @@ impl Session {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .context("enabling publisher confirms")?;
-        topology.declare(&channel).await?;
+        if let Some(topology) = topology {
+            topology.declare(&channel).await?;
+        }
         let consume = if consume {
             Some(connect(config, &format!("herald {name} consume"), &fault).await?)
         } else {

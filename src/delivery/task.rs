@@ -3,6 +3,8 @@
 //! subscription and the attempt number travel in herald's own headers
 //! (never `x-death`, which the broker owns).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use lapin::types::FieldTable;
 
@@ -20,7 +22,8 @@ pub const ATTEMPT_HEADER: &str = "herald-attempt";
 pub struct DeliveryTask {
     pub subscription: String,
     pub attempt: u32,
-    pub event: Event,
+    /// Shared: the fan-out makes one task per subscription from one event.
+    pub event: Arc<Event>,
     /// The canonical JSON of `event`, exactly as received: what `json` delivers.
     pub body: Bytes,
 }
@@ -42,7 +45,7 @@ impl DeliveryTask {
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n >= 1)
             .unwrap_or(1);
-        let event = Event::from_json(&body)?;
+        let event = Arc::new(Event::from_json(&body)?);
         Ok(Self {
             subscription,
             attempt,

@@ -79,6 +79,13 @@ impl DeliveryCore {
     }
 }
 
+impl DeliveryCore {
+    /// A place in the subscription's in-flight cap, held until dropped.
+    pub fn reserve(&self, subscription: &str) -> Option<CapGuard> {
+        self.caps.try_acquire(subscription)
+    }
+}
+
 /// The deliveries consumer of one broker session.
 pub struct Deliverer {
     pub core: Arc<DeliveryCore>,
@@ -134,7 +141,7 @@ impl Deliverer {
                 )
                 .await;
         }
-        let Some(_slot) = core.caps.try_acquire(&task.subscription) else {
+        let Some(_reserved) = core.reserve(&task.subscription) else {
             // At its cap: wait in the shortest delay queue instead of holding a worker slot.
             debug!(subscription = %task.subscription, "subscription at its in-flight cap, task parked");
             let shortest = core.topology.delays()[0];
@@ -153,7 +160,7 @@ impl Deliverer {
     }
 
     /// Makes the outcome durable: nothing to do on success, else a confirmed retry or dead letter.
-    async fn settle(
+    pub async fn settle(
         &self,
         sub: &Subscription,
         task: &DeliveryTask,
@@ -198,7 +205,7 @@ impl Deliverer {
         }
     }
 
-    async fn dead_letter(
+    pub async fn dead_letter(
         &self,
         body: &Bytes,
         subscription: &str,
@@ -373,7 +380,8 @@ struct InFlightCaps {
     counts: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-struct CapGuard {
+/// A reserved place in one subscription's in-flight cap.
+pub struct CapGuard {
     name: String,
     counts: Arc<Mutex<HashMap<String, usize>>>,
 }

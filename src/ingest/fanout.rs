@@ -1,10 +1,15 @@
 //! The FAN-OUT stage: an event from `<p>.events` is decoded (invalid ->
-//! `<p>.rejected`), matched against the snapshot, and turned into one task per
-//! matching enabled subscription on `<p>.deliveries` (a disabled one's task is
-//! dead-lettered as `subscription_disabled`). The event is acked only after
-//! every one of those publishes is confirmed.
+//! `<p>.rejected`), matched against the snapshot, and each matching enabled
+//! subscription gets its first attempt right here when a delivery slot and a
+//! place under its in-flight cap are free (no second broker hop on the hot
+//! path), or else a task on `<p>.deliveries`. A disabled subscription's task
+//! is dead-lettered as `subscription_disabled`. The event is acked only after
+//! every first attempt succeeded or its follow-up (retry, dead letter, task)
+//! is confirmed: a crash at any point only causes duplicates.
 
 use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 
 use bytes::Bytes;
 use futures_util::future::try_join_all;
@@ -20,12 +25,11 @@ use crate::{
         topology::Topology,
     },
     delivery::{
-        dead::{self, DeadLetter},
         outcome::DeadReason,
         task::DeliveryTask,
-        worker::finish,
+        worker::{Deliverer, attempt, finish},
     },
-    metrics::{DeliveryOutcome, Metrics},
+    metrics::Metrics,
     subscriptions::snapshot::Subscriptions,
 };
 
@@ -36,6 +40,10 @@ pub struct FanOut {
     pub publisher: Publisher,
     pub max_event_bytes: usize,
     pub fault: CancellationToken,
+    /// Makes first attempts and settles them, on this session's publisher.
+    pub deliverer: Arc<Deliverer>,
+    /// The worker's delivery slots, shared with the deliveries consumer.
+    pub delivery_slots: Arc<Semaphore>,
 }
 
 impl Handler for FanOut {
@@ -78,33 +86,49 @@ impl FanOut {
             return Ok(());
         }
         let body = Bytes::from(event.to_json());
+        let event = Arc::new(event);
         let publishes = matches.iter().map(|compiled| {
             let sub = &compiled.sub;
-            let body = &body;
+            let task = DeliveryTask {
+                subscription: sub.name.clone(),
+                attempt: 1,
+                event: event.clone(),
+                body: body.clone(),
+            };
             async move {
-                if sub.enabled {
-                    self.publisher
-                        .publish(
-                            "",
-                            self.topology.deliveries(),
-                            body,
-                            DeliveryTask::headers(&sub.name, 1),
+                if !sub.enabled {
+                    return self
+                        .deliverer
+                        .dead_letter(
+                            &task.body,
+                            &sub.name,
+                            DeadReason::SubscriptionDisabled,
+                            None,
+                            0,
                         )
-                        .await
-                } else {
-                    let letter = DeadLetter {
-                        subscription: &sub.name,
-                        reason: DeadReason::SubscriptionDisabled,
-                        failure: None,
-                        attempts: 0,
-                    };
-                    dead::publish(&self.publisher, &self.topology, body, letter).await?;
-                    self.metrics.delivered(DeliveryOutcome::Dead, &sub.name);
-                    self.metrics
-                        .dead_letters
-                        .with_label_values(&[DeadReason::SubscriptionDisabled.as_str()])
-                        .inc();
-                    Ok(())
+                        .await;
+                }
+                // Never wait for a slot here: a busy worker or a subscription at
+                // its cap gets a task in <p>.deliveries instead.
+                let slot = self.delivery_slots.clone().try_acquire_owned().ok();
+                let reserved = slot
+                    .as_ref()
+                    .and_then(|_| self.deliverer.core.reserve(&sub.name));
+                match (slot, reserved) {
+                    (Some(_slot), Some(_reserved)) => {
+                        let outcome = attempt(&self.deliverer.core, compiled, &task).await;
+                        self.deliverer.settle(sub, &task, outcome).await
+                    }
+                    _ => {
+                        self.publisher
+                            .publish(
+                                "",
+                                self.topology.deliveries(),
+                                &task.body,
+                                DeliveryTask::headers(&sub.name, 1),
+                            )
+                            .await
+                    }
                 }
             }
         });

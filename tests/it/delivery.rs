@@ -150,3 +150,64 @@ async fn quorum_queues_deliver_end_to_end() {
             .verify(&secret)
     );
 }
+
+#[tokio::test]
+async fn a_busy_worker_hands_first_attempts_to_the_deliveries_queue() {
+    let app = TestApp::spawn_with(|c| c.worker.concurrency = 1.try_into().unwrap()).await;
+    let hook = Receiver::start([]).await;
+    hook.always(crate::support::receiver::Reply::ok().after(Duration::from_millis(100)));
+    app.create_subscription(subscription("one-slot", &hook.url(), &["*"]))
+        .await;
+    for i in 0..5 {
+        app.publish(json!({"type": "a.b", "id": format!("busy-{i}")}))
+            .await;
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        let request = hook.next_request(Duration::from_secs(10)).await;
+        assert_eq!(request.header("herald-attempt"), "1");
+        ids.insert(request.header("webhook-id").to_owned());
+    }
+    assert_eq!(ids.len(), 5);
+    hook.assert_quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_at_its_cap_does_not_delay_the_others() {
+    let app = TestApp::spawn_with(|c| {
+        c.worker.concurrency = 8.try_into().unwrap();
+        c.delivery.max_in_flight_per_subscription = 2.try_into().unwrap();
+    })
+    .await;
+    let slow = Receiver::start([]).await;
+    slow.always(crate::support::receiver::Reply::ok().after(Duration::from_millis(1500)));
+    let fast = Receiver::start([]).await;
+    app.create_subscription(subscription("slow", &slow.url(), &["*"]))
+        .await;
+    app.create_subscription(subscription("fast", &fast.url(), &["*"]))
+        .await;
+    let started = std::time::Instant::now();
+    for i in 0..6 {
+        app.publish(json!({"type": "a.b", "id": format!("iso-{i}")}))
+            .await;
+    }
+    for _ in 0..6 {
+        fast.next_request(Duration::from_secs(5)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "the healthy endpoint waited for the slow one: {:?}",
+        started.elapsed()
+    );
+    // The slow endpoint still gets every event, never more than 2 at once.
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        ids.insert(
+            slow.next_request(Duration::from_secs(15))
+                .await
+                .header("webhook-id")
+                .to_owned(),
+        );
+    }
+    assert_eq!(ids.len(), 6);
+}
