@@ -35,6 +35,13 @@ struct Args {
     size: usize,
     #[arg(long, default_value_t = 1)]
     fanout: u64,
+    /// Measure the ceiling instead of herald: a bare consume -> POST -> ack loop
+    /// on a queue of this type (quorum|classic), same receiver, same load.
+    #[arg(long)]
+    ceiling: Option<String>,
+    /// Concurrency (and prefetch) of the ceiling loop.
+    #[arg(long, default_value_t = 128)]
+    concurrency: u16,
 }
 
 #[tokio::main]
@@ -53,7 +60,14 @@ async fn main() -> anyhow::Result<()> {
 
     let http = reqwest::Client::new();
     let names: Vec<String> = (0..args.fanout).map(|i| format!("loadgen-{i}")).collect();
-    for name in &names {
+    let (exchange, routing_key) = match &args.ceiling {
+        Some(queue_type) => {
+            let queue = ceiling(&args, queue_type, url.clone()).await?;
+            (String::new(), queue)
+        }
+        None => (format!("{}.events", args.prefix), "load.test".to_owned()),
+    };
+    for name in names.iter().filter(|_| args.ceiling.is_none()) {
         let response = http
             .put(format!("{}/v1/subscriptions/{name}", args.api))
             .bearer_auth(&args.token)
@@ -75,7 +89,6 @@ async fn main() -> anyhow::Result<()> {
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let padding = "x".repeat(args.size.saturating_sub(120));
-    let exchange = format!("{}.events", args.prefix);
     let started = Instant::now();
     let mut pending = Vec::with_capacity(1000);
     for i in 0..args.events {
@@ -85,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         let confirm = channel
             .basic_publish(
                 exchange.as_str().into(),
-                "load.test".into(),
+                routing_key.as_str().into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
@@ -118,9 +131,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     println!(
-        "events {} x fan-out {} = {want} deliveries in {:.2}s: {:.0} deliveries/s (publishing took {:.2}s)",
+        "{}: events {} x fan-out {} = {want} deliveries",
+        args.ceiling
+            .as_deref()
+            .map_or("herald".to_owned(), |q| format!("ceiling ({q})")),
         args.events,
         args.fanout,
+    );
+    println!(
+        "  {:.2}s: {:.0} deliveries/s (publishing took {:.2}s)",
         elapsed.as_secs_f64(),
         want as f64 / elapsed.as_secs_f64(),
         published.as_secs_f64()
@@ -133,4 +152,62 @@ async fn main() -> anyhow::Result<()> {
             .await;
     }
     Ok(())
+}
+
+/// The least any webhook worker must do: consume a persistent message with
+/// manual ack, POST it, ack. Declares a fresh queue and returns its name.
+async fn ceiling(args: &Args, queue_type: &str, url: String) -> anyhow::Result<String> {
+    use futures_util::StreamExt;
+    let queue = format!("ceiling-{}", uuid::Uuid::new_v4().simple());
+    let conn = Connection::connect(&args.amqp, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    let mut arguments = lapin::types::FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString(queue_type.into()),
+    );
+    arguments.insert(
+        "x-expires".into(),
+        lapin::types::AMQPValue::LongLongInt(600_000),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await?;
+    channel
+        .basic_qos(args.concurrency, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    tokio::spawn(async move {
+        let _keep = conn;
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let sent = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(delivery.data.clone())
+                    .send()
+                    .await;
+                if sent.is_ok() {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+            });
+        }
+    });
+    Ok(queue)
 }

@@ -47,6 +47,8 @@ export HERALD__API__TOKEN=${HERALD__API__TOKEN:-$(random_token)}
 export HERALD__AMQP__QUEUE_TYPE=${HERALD__AMQP__QUEUE_TYPE:-classic}
 export HERALD__AMQP__PREFIX=${HERALD__AMQP__PREFIX:-herald-demo}
 export HERALD__REDIS__PREFIX=${HERALD__REDIS__PREFIX:-herald-demo}
+# The demo's sink listens on loopback, which the SSRF guard refuses by default.
+export HERALD__DELIVERY__ALLOW_PRIVATE_TARGETS=${HERALD__DELIVERY__ALLOW_PRIVATE_TARGETS:-true}
 SINK_LISTEN=${SINK_LISTEN:-127.0.0.1:9000}
 
 API="http://$HERALD__API__LISTEN"

@@ -154,7 +154,10 @@ impl App {
                 health.clone(),
             );
             tasks.spawn(async move {
-                link.run(&config.amqp, &topology, &cancel, |up| {
+                // With a worker in this process its session declares the topology; two
+                // concurrent declarations of the same quorum queues have wedged RabbitMQ 3.10.
+                let declare = (role == Role::Api).then_some(&*topology);
+                link.run(&config.amqp, declare, &cancel, |up| {
                     health.api_link.store(up, Ordering::Release);
                 })
                 .await;
@@ -165,7 +168,7 @@ impl App {
             let core = Arc::new(DeliveryCore::new(
                 subscriptions.clone(),
                 store.clone(),
-                HttpClient::new(config.delivery.max_response_bytes)?,
+                HttpClient::new(config.delivery.max_response_bytes, config.egress_policy()?)?,
                 topology.clone(),
                 metrics.clone(),
                 config.retry_policy(),
@@ -192,6 +195,7 @@ impl App {
             link,
             topology,
             health: health.clone(),
+            egress: config.egress_policy()?,
         });
         let router = api::router(state, role.serves_api());
         let shutdown = cancel.clone();

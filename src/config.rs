@@ -10,7 +10,7 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::retry::RetryPolicy;
+use crate::delivery::{egress::EgressPolicy, retry::RetryPolicy};
 
 /// The documented defaults: `config/herald.toml` is both the file users read and the base layer.
 pub const DEFAULTS: &str = include_str!("../config/herald.toml");
@@ -101,6 +101,13 @@ pub struct DeliveryConfig {
     pub max_response_bytes: usize,
     /// Attempts in flight for one subscription per worker; further tasks wait in a delay queue.
     pub max_in_flight_per_subscription: NonZeroU32,
+    /// Allow loopback, private, link-local, CGNAT and unique-local targets (cloud metadata never).
+    pub allow_private_targets: bool,
+    /// Networks delivery may reach even when private targets are refused (e.g. ["10.20.0.0/16"]).
+    #[serde(deserialize_with = "string_list")]
+    pub allowed_cidrs: Vec<String>,
+    /// Refuse plain-http subscription URLs.
+    pub https_only: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -248,6 +255,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.egress_policy()?;
         if self.limits.max_event_bytes < 64 {
             return Err(ConfigError::new(
                 "limits.max_event_bytes",
@@ -276,6 +284,18 @@ impl Config {
             max_delay: self.delivery.retry_max_delay,
             max_attempts: self.delivery.max_attempts.get(),
         }
+    }
+
+    /// Where delivery may connect, from `delivery.allow_private_targets`, `allowed_cidrs`, `https_only`.
+    pub fn egress_policy(&self) -> Result<EgressPolicy, ConfigError> {
+        let d = &self.delivery;
+        EgressPolicy::new(d.allow_private_targets, &d.allowed_cidrs, d.https_only).map_err(|err| {
+            let text = err.to_string();
+            let message = text
+                .strip_prefix("delivery.allowed_cidrs: ")
+                .unwrap_or(&text);
+            ConfigError::new("delivery.allowed_cidrs", message)
+        })
     }
 
     /// The effective configuration as TOML, secrets masked: what `herald check-config` prints.
@@ -375,6 +395,25 @@ impl Serialize for SecretUrl {
     }
 }
 
+/// A list given as a TOML array, or as one comma-separated string (handy in an environment variable).
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(list) => list,
+    })
+}
+
 /// Human durations (`250ms`, `5s`, `1h`) with an error that quotes the value.
 mod duration {
     use std::time::Duration;
@@ -446,6 +485,19 @@ mod tests {
         assert_eq!(err.key, "delivery.retry_max_delay");
         let err = with("[amqp]\nprefix = \"Bad Prefix\"").unwrap_err();
         assert_eq!(err.key, "amqp.prefix");
+    }
+
+    #[test]
+    fn allowed_cidrs_take_a_list_or_a_comma_separated_string() {
+        let config = with("[delivery]\nallowed_cidrs = \"10.1.0.0/16, 192.168.5.0/24\"").unwrap();
+        assert_eq!(
+            config.delivery.allowed_cidrs,
+            ["10.1.0.0/16", "192.168.5.0/24"]
+        );
+        let config = with("[delivery]\nallowed_cidrs = [\"10.1.0.0/16\"]").unwrap();
+        assert_eq!(config.delivery.allowed_cidrs, ["10.1.0.0/16"]);
+        let err = with("[delivery]\nallowed_cidrs = [\"10.1.0.0/33\"]").unwrap_err();
+        assert_eq!(err.key, "delivery.allowed_cidrs");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub broker_connected: IntGauge,
     pub redis_connected: IntGauge,
     pub queue_messages: IntGaugeVec,
+    pub fanout_handoffs: IntCounterVec,
 }
 
 /// `herald_deliveries_total{outcome}`.
@@ -137,6 +138,15 @@ impl Metrics {
                 &["queue"],
             )
             .expect("valid metric"),
+            fanout_handoffs: IntCounterVec::new(
+                Opts::new(
+                    "herald_fanout_handoffs_total",
+                    "First attempts the fan-out handed to the deliveries queue instead of making them \
+                     itself, by reason (no_slot: the worker was busy; subscription_cap: at its in-flight cap).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
             registry,
         };
         m.register_all();
@@ -144,7 +154,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(self.events_received.clone()),
             Box::new(self.events_rejected.clone()),
             Box::new(self.deliveries.clone()),
@@ -157,6 +167,7 @@ impl Metrics {
             Box::new(self.broker_connected.clone()),
             Box::new(self.redis_connected.clone()),
             Box::new(self.queue_messages.clone()),
+            Box::new(self.fanout_handoffs.clone()),
         ];
         for c in collectors {
             self.registry

@@ -42,7 +42,12 @@ impl Worker {
         let tracker = TaskTracker::new();
         let delivery_slots =
             Arc::new(Semaphore::new(self.config.worker.concurrency.get() as usize));
-        let fanout_slots = Arc::new(Semaphore::new(usize::from(self.config.amqp.prefetch)));
+        // No more events in fan-out than delivery slots: each can then usually make its
+        // first attempt itself instead of paying a second broker hop via <p>.deliveries.
+        let fanout_slots = Arc::new(Semaphore::new(
+            (self.config.worker.concurrency.get() as usize)
+                .min(usize::from(self.config.amqp.prefetch)),
+        ));
 
         // Matching against a snapshot that is not loaded yet would drop events.
         while !self.core.subscriptions.is_loaded() {

@@ -62,8 +62,10 @@ start_rabbitmq() {
     local deadline=$((SECONDS + 90))
     while true; do
         # await_startup fails when asked too early (no node to talk to yet): retry it.
+        # Its own --timeout, never `timeout`: a killed CLI leaves its Erlang node behind,
+        # and ten of them use up the CLI distribution ports (35672-35682).
         if port_open "$RABBITMQ_PORT" &&
-            timeout 20 "${SUDO[@]}" rabbitmqctl -q await_startup >/dev/null 2>&1; then
+            "${SUDO[@]}" rabbitmqctl -q await_startup --timeout 20 >/dev/null 2>&1; then
             break
         fi
         if ((SECONDS >= deadline)); then

@@ -21,6 +21,7 @@ use crate::{
     app::Health,
     broker::{link::Link, topology::Topology},
     config::Config,
+    delivery::egress::EgressPolicy,
     metrics::Metrics,
     subscriptions::{snapshot::Subscriptions, store::Store},
 };
@@ -34,6 +35,8 @@ pub struct AppState {
     pub link: Arc<Link>,
     pub topology: Arc<Topology>,
     pub health: Arc<Health>,
+    /// Refuses forbidden literal targets when a subscription is saved.
+    pub egress: EgressPolicy,
 }
 
 /// With `serve_v1 = false` (a worker-only process) only health and metrics are routed.

@@ -24,6 +24,19 @@ fn field_error(err: FieldError) -> ApiError {
     ApiError::invalid(&err.field, &err.message)
 }
 
+/// A literal forbidden address (or scheme) is refused when saved; host names are
+/// judged again at every connect, where DNS can have changed its answer.
+fn check_target(state: &AppState, sub: &Subscription) -> Result<(), FieldError> {
+    let url = reqwest::Url::parse(&sub.url).map_err(|e| FieldError {
+        field: "url".into(),
+        message: format!("not a URL: {e}"),
+    })?;
+    state.egress.check_url(&url).map_err(|refusal| FieldError {
+        field: "url".into(),
+        message: refusal.to_string(),
+    })
+}
+
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("no subscription named {name:?}"))
 }
@@ -36,6 +49,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Reply {
 
 pub async fn create(State(state): State<Arc<AppState>>, JsonBody(body): JsonBody) -> Reply {
     let sub = Subscription::from_json(&body, None).map_err(field_error)?;
+    check_target(&state, &sub).map_err(field_error)?;
     match state.store.write(&sub, Expect::Absent).await? {
         Written::Conflict => Err(ApiError::conflict(format!(
             "a subscription named {:?} exists; PUT replaces it",
@@ -73,6 +87,7 @@ pub async fn put(
         let existing = state.store.get(&name).await?;
         let sub = Subscription::from_json(&body, existing.as_ref().map(|(s, _)| s))
             .map_err(field_error)?;
+        check_target(&state, &sub).map_err(field_error)?;
         let expect = match &existing {
             Some((_, raw)) => Expect::Current(raw),
             None => Expect::Absent,
@@ -114,6 +129,7 @@ pub async fn patch(
             let mut merged = sub.public_json();
             merge_patch(&mut merged, &patch);
             *sub = Subscription::from_json(&merged, Some(sub))?;
+            check_target(&state, sub)?;
             Ok::<_, FieldError>(true)
         })
         .await?

@@ -1,4 +1,4 @@
-//! The consume loop every stage shares: a permit from a semaphore before each
+//! The consume loop every stage shares: a permit from a semaphore for each
 //! message (bounded concurrency on top of the prefetch), each message handled
 //! on the tracker, and an explicit end when the stream ends or errors, so the
 //! supervisor reconnects instead of sitting idle.
@@ -34,16 +34,18 @@ pub async fn consume<H: Handler>(
     stop: &CancellationToken,
 ) -> ConsumeEnd {
     loop {
-        let permit = tokio::select! {
-            () = stop.cancelled() => return ConsumeEnd::Stopped,
-            permit = slots.clone().acquire_owned() => permit.expect("the slot semaphore is never closed"),
-        };
         let next = tokio::select! {
             () = stop.cancelled() => return ConsumeEnd::Stopped,
             next = consumer.next() => next,
         };
         match next {
             Some(Ok(delivery)) => {
+                // The permit is taken after the message arrives: an idle consumer holds
+                // no slot another stage could use; prefetch bounds what waits here.
+                let permit = tokio::select! {
+                    () = stop.cancelled() => return ConsumeEnd::Stopped,
+                    permit = slots.clone().acquire_owned() => permit.expect("the slot semaphore is never closed"),
+                };
                 let handler = handler.clone();
                 tracker.spawn(async move {
                     handler.handle(delivery).await;

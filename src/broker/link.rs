@@ -25,11 +25,12 @@ impl Link {
         Self::default()
     }
 
-    /// Keeps a session open until `cancel`; `on_change` hears every connect and disconnect.
+    /// Keeps a session open until `cancel`, declaring `topology` when given;
+    /// `on_change` hears every connect and disconnect.
     pub async fn run(
         &self,
         config: &AmqpConfig,
-        topology: &Topology,
+        topology: Option<&Topology>,
         cancel: &CancellationToken,
         on_change: impl Fn(bool),
     ) {
@@ -37,7 +38,7 @@ impl Link {
         while !cancel.is_cancelled() {
             let opened = tokio::select! {
                 () = cancel.cancelled() => break,
-                opened = Session::open(config, Some(topology), "api", false) => opened,
+                opened = Session::open(config, topology, "api", false) => opened,
             };
             match opened {
                 Ok(session) => {

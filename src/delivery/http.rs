@@ -1,11 +1,14 @@
-//! The outbound HTTP client: no redirects (a 3xx is a failure), no proxies,
-//! one total deadline per attempt (connect to last body byte), and response
-//! bodies read up to `delivery.max_response_bytes` and no further.
+//! The outbound HTTP client: the SSRF guard on every URL and every resolved
+//! address, no redirects (a 3xx is a failure), no proxies, one total deadline
+//! per attempt (connect to last body byte), and response bodies read up to
+//! `delivery.max_response_bytes` and no further.
 
-use std::{error::Error as _, time::Duration};
+use std::{error::Error as _, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use reqwest::{Client, Method, header::HeaderMap, redirect::Policy};
+
+use super::egress::{EgressPolicy, GuardedResolver, Refusal};
 
 /// The `user-agent` of every delivery.
 pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
@@ -14,6 +17,7 @@ pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
 pub struct HttpClient {
     client: Client,
     max_response_bytes: usize,
+    policy: Arc<EgressPolicy>,
 }
 
 /// What the endpoint answered; `body` holds at most `max_response_bytes`.
@@ -33,6 +37,9 @@ pub enum HttpError {
     Connect(String),
     #[error("request failed: {0}")]
     Request(String),
+    /// The target is not allowed: permanent, never retried against the same answer.
+    #[error(transparent)]
+    Forbidden(#[from] Refusal),
 }
 
 pub struct Request {
@@ -44,8 +51,11 @@ pub struct Request {
 }
 
 impl HttpClient {
-    pub fn new(max_response_bytes: usize) -> anyhow::Result<Self> {
+    pub fn new(max_response_bytes: usize, policy: EgressPolicy) -> anyhow::Result<Self> {
+        let policy = Arc::new(policy);
         let client = Client::builder()
+            // Every resolved address is judged at connect time: DNS rebinding cannot pass.
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
             .user_agent(USER_AGENT)
             // A proxy would connect on our behalf and bypass every address check.
             .no_proxy()
@@ -58,7 +68,13 @@ impl HttpClient {
         Ok(Self {
             client,
             max_response_bytes,
+            policy,
         })
+    }
+
+    /// The guard this client applies, for checks before anything is sent.
+    pub fn policy(&self) -> &EgressPolicy {
+        &self.policy
     }
 
     pub async fn send(&self, request: Request) -> Result<Response, HttpError> {
@@ -69,6 +85,8 @@ impl HttpClient {
             body,
             timeout,
         } = request;
+        // reqwest dials IP-literal hosts without asking the resolver.
+        self.policy.check_url(&url)?;
         // The deadline covers the body too: a trickling endpoint cannot hold a slot.
         let exchange = async {
             let mut response = self
@@ -108,6 +126,9 @@ impl HttpClient {
 
 /// Words for a transport error, without the URL (it may carry credentials).
 fn describe(err: reqwest::Error) -> HttpError {
+    if let Some(refusal) = Refusal::find(&err) {
+        return HttpError::Forbidden(refusal.clone());
+    }
     let err = err.without_url();
     if err.is_timeout() {
         return HttpError::Timeout;

@@ -3,6 +3,7 @@
 //! dead letter) before the task is acked.
 
 pub mod dead;
+pub mod egress;
 pub mod http;
 pub mod outcome;
 pub mod render;

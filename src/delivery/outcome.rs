@@ -105,6 +105,15 @@ pub fn classify(result: &Result<Response, HttpError>, attempt: u32, max_attempts
             };
             (failure, not_before)
         }
+        Err(HttpError::Forbidden(refusal)) => {
+            return Outcome::Dead {
+                reason: DeadReason::ForbiddenTarget,
+                failure: Failure {
+                    status: None,
+                    error: refusal.to_string(),
+                },
+            };
+        }
         Err(err) => (
             Failure {
                 status: None,
@@ -192,6 +201,21 @@ mod tests {
             classify(&status(410), 1, 13),
             Outcome::Dead {
                 reason: DeadReason::Gone,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_forbidden_target_is_final_at_any_attempt() {
+        let refusal = crate::delivery::egress::Refusal {
+            reason: "loopback",
+            address: "127.0.0.1".into(),
+        };
+        assert!(matches!(
+            classify(&Err(HttpError::Forbidden(refusal)), 1, 13),
+            Outcome::Dead {
+                reason: DeadReason::ForbiddenTarget,
                 ..
             }
         ));

@@ -110,30 +110,31 @@ impl FanOut {
                 }
                 // Never wait for a slot here: a busy worker or a subscription at
                 // its cap gets a task in <p>.deliveries instead.
-                let slot = self.delivery_slots.clone().try_acquire_owned().ok();
-                let reserved = slot
-                    .as_ref()
-                    .and_then(|_| self.deliverer.core.reserve(&sub.name));
-                match (slot, reserved) {
-                    (Some(_slot), Some(_reserved)) => {
-                        let outcome = attempt(&self.deliverer.core, compiled, &task).await;
-                        self.deliverer.settle(sub, &task, outcome).await
-                    }
-                    _ => {
-                        self.publisher
-                            .publish(
-                                "",
-                                self.topology.deliveries(),
-                                &task.body,
-                                DeliveryTask::headers(&sub.name, 1),
-                            )
-                            .await
-                    }
-                }
+                let Ok(_slot) = self.delivery_slots.clone().try_acquire_owned() else {
+                    return self.hand_off(&task, "no_slot").await;
+                };
+                let Some(_reserved) = self.deliverer.core.reserve(&sub.name) else {
+                    return self.hand_off(&task, "subscription_cap").await;
+                };
+                let outcome = attempt(&self.deliverer.core, compiled, &task).await;
+                self.deliverer.settle(sub, &task, outcome).await
             }
         });
         try_join_all(publishes).await?;
         debug!(event_id = %event.id, event_type = %event.event_type, tasks = matches.len(), "event fanned out");
+        Ok(())
+    }
+
+    /// Leaves the first attempt to the deliveries stage (any worker).
+    async fn hand_off(&self, task: &DeliveryTask, reason: &str) -> Result<(), PublishError> {
+        let headers = DeliveryTask::headers(&task.subscription, task.attempt);
+        self.publisher
+            .publish("", self.topology.deliveries(), &task.body, headers)
+            .await?;
+        self.metrics
+            .fanout_handoffs
+            .with_label_values(&[reason])
+            .inc();
         Ok(())
     }
 

@@ -52,6 +52,7 @@ impl Herald {
             .env("HERALD__WORKER__CONCURRENCY", "20")
             .env("HERALD__WORKER__SHUTDOWN_TIMEOUT", "10s")
             .env("HERALD__DELIVERY__MAX_ATTEMPTS", "20")
+            .env("HERALD__DELIVERY__ALLOW_PRIVATE_TARGETS", "true")
             .env("HERALD__DELIVERY__RETRY_INITIAL", "200ms")
             .env("HERALD__DELIVERY__RETRY_MULTIPLIER", "1.5")
             .env("HERALD__DELIVERY__RETRY_MAX_DELAY", "1s")

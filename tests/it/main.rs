@@ -11,5 +11,6 @@ mod config_errors;
 mod delivery;
 mod faults;
 mod matching;
+mod observability_files;
 mod rejected;
 mod retries;

@@ -62,6 +62,8 @@ pub fn test_config(prefix: &str) -> Config {
     config.delivery.retry_initial = Duration::from_millis(200);
     config.delivery.retry_multiplier = 2.0;
     config.delivery.retry_max_delay = Duration::from_secs(2);
+    // Receivers listen on 127.0.0.1; the SSRF tests turn this back off.
+    config.delivery.allow_private_targets = true;
     config
 }
 
