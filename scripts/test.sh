@@ -34,6 +34,10 @@ else
     echo "redis-cli not found: leftover test keys not deleted" >&2
 fi
 
+step "observability: promtool checks of the alert rules and scrape config"
+# Also installs Prometheus when missing: the real-Prometheus test needs it.
+scripts/check-observability.sh
+
 step "cargo fmt --check"
 cargo fmt --check
 

@@ -122,6 +122,9 @@ pub struct LimitsConfig {
 pub struct MetricsConfig {
     /// Add a `subscription` label to delivery metrics.
     pub per_subscription: bool,
+    /// How often a worker reads its queues' depths for `herald_queue_messages`.
+    #[serde(with = "duration")]
+    pub queue_refresh: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -256,6 +259,12 @@ impl Config {
             ));
         }
         self.egress_policy()?;
+        if self.metrics.queue_refresh < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "metrics.queue_refresh",
+                "must be at least 100ms",
+            ));
+        }
         if self.limits.max_event_bytes < 64 {
             return Err(ConfigError::new(
                 "limits.max_event_bytes",

@@ -2,6 +2,8 @@
 //! process runs many apps, so nothing touches prometheus's global registry).
 //! Label values come from enums' `as_str()`; `GET /metrics` renders `gather()`.
 
+use crate::delivery::outcome::DeadReason;
+
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -23,6 +25,7 @@ pub struct Metrics {
     pub redis_connected: IntGauge,
     pub queue_messages: IntGaugeVec,
     pub fanout_handoffs: IntCounterVec,
+    pub build_info: IntGaugeVec,
 }
 
 /// `herald_deliveries_total{outcome}`.
@@ -147,14 +150,23 @@ impl Metrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            build_info: IntGaugeVec::new(
+                Opts::new("herald_build_info", "Always 1; the version label says which herald runs."),
+                &["version"],
+            )
+            .expect("valid metric"),
             registry,
         };
         m.register_all();
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m.preset_labels();
         m
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(self.events_received.clone()),
             Box::new(self.events_rejected.clone()),
             Box::new(self.deliveries.clone()),
@@ -168,11 +180,39 @@ impl Metrics {
             Box::new(self.redis_connected.clone()),
             Box::new(self.queue_messages.clone()),
             Box::new(self.fanout_handoffs.clone()),
+            Box::new(self.build_info.clone()),
         ];
         for c in collectors {
             self.registry
                 .register(c)
                 .expect("each metric is registered once in its own registry");
+        }
+    }
+
+    /// Every known label value starts at 0: a series that appears only with its
+    /// first increment hides that increment from `rate()` and `increase()`.
+    fn preset_labels(&self) {
+        for outcome in ["success", "retry", "dead"] {
+            self.attempt_duration.with_label_values(&[outcome]);
+        }
+        if !self.per_subscription {
+            for outcome in [
+                DeliveryOutcome::Success,
+                DeliveryOutcome::Retry,
+                DeliveryOutcome::Dead,
+                DeliveryOutcome::Skipped,
+            ] {
+                self.deliveries.with_label_values(&[outcome.as_str()]);
+            }
+        }
+        for reason in DeadReason::ALL {
+            self.dead_letters.with_label_values(&[reason.as_str()]);
+        }
+        for reason in ["invalid_json", "invalid_envelope", "too_large"] {
+            self.events_rejected.with_label_values(&[reason]);
+        }
+        for reason in ["no_slot", "subscription_cap"] {
+            self.fanout_handoffs.with_label_values(&[reason]);
         }
     }
 

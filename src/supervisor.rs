@@ -144,13 +144,24 @@ impl Worker {
                 }
             })
         };
+        let depths = crate::broker::depth::watch(
+            session,
+            &self.topology,
+            &self.metrics,
+            self.config.metrics.queue_refresh,
+            &stop,
+        );
         self.set_connected(true);
         info!(queues = ?[self.topology.events(), self.topology.deliveries()], "worker consuming");
-        let end = tokio::select! {
-            end = consume(&mut events, fanout, fanout_slots.clone(), tracker, &stop) => end,
-            end = consume(&mut deliveries, deliverer, delivery_slots.clone(), tracker, &stop) => end,
+        let consuming = async {
+            let end = tokio::select! {
+                end = consume(&mut events, fanout, fanout_slots.clone(), tracker, &stop) => end,
+                end = consume(&mut deliveries, deliverer, delivery_slots.clone(), tracker, &stop) => end,
+            };
+            stop.cancel(); // ends the depth watcher too
+            end
         };
-        stop.cancel();
+        let (end, ()) = tokio::join!(consuming, depths);
         stop_on_fault.abort();
         if cancel.is_cancelled() {
             // The consumers (and so their channels) live until in-flight work is acked.

@@ -2,6 +2,7 @@
 //! publishing, sessions that reconnect, and the shared consume loop.
 
 pub mod consumer;
+pub mod depth;
 pub mod link;
 pub mod publisher;
 pub mod session;

@@ -70,6 +70,11 @@ impl Session {
         &self.fault
     }
 
+    /// A plain channel on the publishing connection, for housekeeping like queue depths.
+    pub async fn channel(&self) -> lapin::Result<lapin::Channel> {
+        self.publish.create_channel().await
+    }
+
     /// Starts consuming `queue` on a channel of its own with `prefetch` unacked messages.
     pub async fn consume(&self, queue: &str, prefetch: u16) -> anyhow::Result<Consumer> {
         let conn = self

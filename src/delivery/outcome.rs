@@ -18,6 +18,15 @@ pub enum DeadReason {
 }
 
 impl DeadReason {
+    pub const ALL: [Self; 6] = [
+        Self::MaxAttempts,
+        Self::Gone,
+        Self::SubscriptionDisabled,
+        Self::ForbiddenTarget,
+        Self::RenderError,
+        Self::Poison,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MaxAttempts => "max_attempts",
@@ -30,16 +39,7 @@ impl DeadReason {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::MaxAttempts,
-            Self::Gone,
-            Self::SubscriptionDisabled,
-            Self::ForbiddenTarget,
-            Self::RenderError,
-            Self::Poison,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 

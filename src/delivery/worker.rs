@@ -312,13 +312,23 @@ pub async fn attempt(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTa
         Ok(r) => Some(r.status),
         Err(_) => None,
     };
-    debug!(
-        event_id = %task.event.id, event_type = %task.event.event_type, subscription = %sub.name,
-        attempt = task.attempt, outcome = outcome.label(), status,
-        duration_ms = elapsed.as_millis() as u64,
-        error = result.as_ref().err().map(|e| e.to_string()),
-        "delivery attempt"
-    );
+    // One line per attempt: DEBUG when it worked (per event), INFO when it will be retried.
+    // Dead letters get their WARN line where they are published.
+    let error = result.as_ref().err().map(ToString::to_string);
+    let duration_ms = elapsed.as_millis() as u64;
+    macro_rules! attempt_line {
+        ($level:ident) => {
+            $level!(
+                event_id = %task.event.id, event_type = %task.event.event_type, subscription = %sub.name,
+                attempt = task.attempt, outcome = outcome.label(), status, duration_ms, error,
+                "delivery attempt"
+            )
+        };
+    }
+    match outcome {
+        Outcome::Delivered { .. } => attempt_line!(debug),
+        _ => attempt_line!(info),
+    }
     outcome
 }
 

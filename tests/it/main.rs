@@ -9,6 +9,7 @@ mod api_subscriptions;
 mod cli;
 mod config_errors;
 mod delivery;
+mod egress;
 mod faults;
 mod matching;
 mod observability_files;
