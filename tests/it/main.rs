@@ -13,5 +13,6 @@ mod egress;
 mod faults;
 mod matching;
 mod observability_files;
+mod prometheus;
 mod rejected;
 mod retries;

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 const DASHBOARD: &str = include_str!("../../dashboards/herald.json");
 const ALERTS: &str = include_str!("../../deploy/prometheus/alerts.yml");
-const RUNBOOK: &str = include_str!("../../deploy/prometheus/RUNBOOK.md");
+const README: &str = include_str!("../../README.md");
 
 /// Every metric herald exports (DESIGN.md, Metrics).
 const METRICS: &[&str] = &[
@@ -285,8 +285,8 @@ fn every_alert_links_its_runbook_section() {
         let anchor = format!("#runbook-{}", name.to_lowercase());
         assert!(link.ends_with(&anchor), "{name} links {link}, not {anchor}");
         assert!(
-            RUNBOOK.contains(&format!("### Runbook: {name}\n")),
-            "RUNBOOK.md has no section `### Runbook: {name}`"
+            README.contains(&format!("### Runbook: {name}\n")),
+            "README.md has no section `### Runbook: {name}`"
         );
     }
 }
