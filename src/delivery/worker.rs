@@ -195,12 +195,12 @@ impl Deliverer {
                 Ok(())
             }
             Outcome::Dead { reason, failure } => {
-                self.dead_letter(&task.body, &sub.name, reason, Some(&failure), task.attempt)
-                    .await?;
                 if reason == DeadReason::Gone {
+                    // First: once the dead letter is visible, the subscription is already off.
                     disable(&core.store, &sub.name).await;
                 }
-                Ok(())
+                self.dead_letter(&task.body, &sub.name, reason, Some(&failure), task.attempt)
+                    .await
             }
         }
     }

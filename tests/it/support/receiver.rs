@@ -141,6 +141,14 @@ impl Receiver {
             .expect("the receiver lives as long as the test")
     }
 
+    /// The next requests carry these `herald-attempt` numbers, in order.
+    pub async fn expect_attempts(&self, attempts: &[u32]) {
+        for attempt in attempts {
+            let request = self.next_request(Duration::from_secs(10)).await;
+            assert_eq!(request.header("herald-attempt"), attempt.to_string());
+        }
+    }
+
     /// Waits `window` and asserts nothing arrived meanwhile.
     pub async fn assert_quiet(&self, window: Duration) {
         let mut rx = self.rx.lock().await;
