@@ -99,7 +99,8 @@ pub struct DeliveryConfig {
     pub retry_max_delay: Duration,
     /// Bytes of a response body herald reads; the rest is never read.
     pub max_response_bytes: usize,
-    /// Attempts in flight for one subscription per worker; further tasks wait in a delay queue.
+    /// Attempts in flight for one slow subscription per worker (recent attempts averaging
+    /// 250ms or more); further tasks wait in a delay queue. Fast endpoints are not capped.
     pub max_in_flight_per_subscription: NonZeroU32,
     /// Allow loopback, private, link-local, CGNAT and unique-local targets (cloud metadata never).
     pub allow_private_targets: bool,

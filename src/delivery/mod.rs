@@ -2,6 +2,7 @@
 //! its outcome classified and made durable (retry in a delay queue, or a
 //! dead letter) before the task is acked.
 
+pub mod caps;
 pub mod dead;
 pub mod egress;
 pub mod http;

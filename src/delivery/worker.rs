@@ -4,8 +4,7 @@
 //! A follow-up that is not confirmed leaves the task unacked: a duplicate, never a loss.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -20,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
+    caps::{CapGuard, InFlightCaps},
     dead::{self, DeadLetter},
     http::{HttpClient, Request},
     outcome::{DeadReason, Failure, Outcome, classify},
@@ -379,52 +379,6 @@ pub async fn finish(
             };
             if let Err(err) = delivery.nack(requeue).await {
                 debug!(error = %err, "nack failed");
-            }
-        }
-    }
-}
-
-/// Per-subscription in-flight counts: one slow endpoint cannot take every slot.
-struct InFlightCaps {
-    limit: usize,
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-/// A reserved place in one subscription's in-flight cap.
-pub struct CapGuard {
-    name: String,
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl InFlightCaps {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            counts: Arc::default(),
-        }
-    }
-
-    fn try_acquire(&self, name: &str) -> Option<CapGuard> {
-        let mut counts = self.counts.lock().expect("the caps lock is never poisoned");
-        let count = counts.entry(name.to_owned()).or_insert(0);
-        if *count >= self.limit {
-            return None;
-        }
-        *count += 1;
-        Some(CapGuard {
-            name: name.to_owned(),
-            counts: self.counts.clone(),
-        })
-    }
-}
-
-impl Drop for CapGuard {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().expect("the caps lock is never poisoned");
-        if let Some(count) = counts.get_mut(&self.name) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.name);
             }
         }
     }
