@@ -164,11 +164,13 @@ impl App {
             });
         }
 
+        // One client, one guard: real deliveries and the test route send alike.
+        let http = HttpClient::new(config.delivery.max_response_bytes, config.egress_policy()?)?;
         if role.runs_worker() {
             let core = Arc::new(DeliveryCore::new(
                 subscriptions.clone(),
                 store.clone(),
-                HttpClient::new(config.delivery.max_response_bytes, config.egress_policy()?)?,
+                http.clone(),
                 topology.clone(),
                 metrics.clone(),
                 config.retry_policy(),
@@ -196,6 +198,7 @@ impl App {
             topology,
             health: health.clone(),
             egress: config.egress_policy()?,
+            http,
         });
         let router = api::router(state, role.serves_api());
         let shutdown = cancel.clone();

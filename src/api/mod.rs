@@ -7,6 +7,7 @@ mod events;
 mod extract;
 mod health;
 mod subscriptions;
+mod test_delivery;
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use crate::{
     app::Health,
     broker::{link::Link, topology::Topology},
     config::Config,
-    delivery::egress::EgressPolicy,
+    delivery::{egress::EgressPolicy, http::HttpClient},
     metrics::Metrics,
     subscriptions::{snapshot::Subscriptions, store::Store},
 };
@@ -37,6 +38,8 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// Refuses forbidden literal targets when a subscription is saved.
     pub egress: EgressPolicy,
+    /// The delivery client, for `POST /v1/subscriptions/{name}/test`.
+    pub http: HttpClient,
 }
 
 /// With `serve_v1 = false` (a worker-only process) only health and metrics are routed.
@@ -62,6 +65,7 @@ pub fn router(state: Arc<AppState>, serve_v1: bool) -> Router {
             "/v1/subscriptions/{name}/secret/rotate",
             post(subscriptions::rotate),
         )
+        .route("/v1/subscriptions/{name}/test", post(test_delivery::send))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -8,6 +8,7 @@ pub mod egress;
 pub mod http;
 pub mod outcome;
 pub mod render;
+pub mod request;
 pub mod retry;
 pub mod signature;
 pub mod task;

@@ -13,7 +13,6 @@ use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicNackOptions},
 };
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -21,11 +20,10 @@ use tracing::{debug, info, warn};
 use super::{
     caps::{CapGuard, InFlightCaps},
     dead::{self, DeadLetter},
-    http::{HttpClient, Request},
+    http::HttpClient,
     outcome::{DeadReason, Failure, Outcome, classify},
-    render::render,
+    request::signed_request,
     retry::RetryPolicy,
-    signature,
     task::DeliveryTask,
 };
 use crate::{
@@ -241,55 +239,10 @@ impl Deliverer {
 /// One HTTP attempt, signed with this attempt's timestamp, measured and classified.
 pub async fn attempt(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTask) -> Outcome {
     let sub = &compiled.sub;
-    let rendered = render(sub, task);
-    let now = OffsetDateTime::now_utc();
-    let timestamp = now.unix_timestamp();
-    let signature = signature::sign(
-        &sub.signing_secrets(now),
-        &task.event.id,
-        timestamp,
-        &rendered.body,
-    );
-
-    let mut headers = HeaderMap::with_capacity(8 + sub.headers.len());
-    for (name, value) in &sub.headers {
-        // Validated when saved; a record edited by hand is skipped rather than sent broken.
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.insert(name, value);
-        }
-    }
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(rendered.content_type),
-    );
-    insert(&mut headers, "webhook-id", &task.event.id);
-    insert(&mut headers, "webhook-timestamp", &timestamp.to_string());
-    insert(&mut headers, "webhook-signature", &signature);
-    insert(&mut headers, "herald-event-type", &task.event.event_type);
-    insert(&mut headers, "herald-attempt", &task.attempt.to_string());
-
     let max_attempts = sub.max_attempts.unwrap_or(core.policy.max_attempts);
-    let url = match reqwest::Url::parse(&sub.url) {
-        Ok(url) => url,
-        Err(err) => {
-            return classify(
-                &Err(super::http::HttpError::Request(format!(
-                    "invalid url: {err}"
-                ))),
-                task.attempt,
-                max_attempts,
-            );
-        }
-    };
-    let request = Request {
-        method: sub.method.as_reqwest(),
-        url,
-        headers,
-        body: rendered.body,
-        timeout: sub.timeout.unwrap_or(core.timeout),
+    let request = match signed_request(sub, task, core.timeout) {
+        Ok(request) => request,
+        Err(err) => return classify(&Err(err), task.attempt, max_attempts),
     };
 
     let metrics = &core.metrics;
@@ -330,12 +283,6 @@ pub async fn attempt(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTa
         _ => attempt_line!(info),
     }
     outcome
-}
-
-fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), value);
-    }
 }
 
 /// After a 410 the endpoint said it is gone for good: stop sending to it.

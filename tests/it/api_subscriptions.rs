@@ -270,3 +270,34 @@ async fn health_readiness_and_metrics_need_no_token() {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn a_retry_waiting_in_a_delay_queue_across_a_rotation_is_signed_with_both_secrets() {
+    let app = TestApp::spawn_with(|c| c.delivery.retry_initial = Duration::from_secs(1)).await;
+    let hook = Receiver::start([crate::support::receiver::Reply::status(500)]).await;
+    let old = app
+        .create_subscription(subscription("rotating", &hook.url(), &["*"]))
+        .await;
+    app.publish(json!({"type": "a.b", "id": "across"})).await;
+    let first = hook.next_request(Duration::from_secs(10)).await;
+    assert!(first.verify(&old));
+    assert_eq!(first.header("webhook-signature").split(' ').count(), 1);
+
+    // The retry now waits in a delay queue; rotate meanwhile.
+    let (status, rotated) = app
+        .api(
+            Method::POST,
+            "/v1/subscriptions/rotating/secret/rotate",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    app.wait_snapshot_current().await;
+
+    let second = hook.next_request(Duration::from_secs(10)).await;
+    assert_eq!(second.header("herald-attempt"), "2");
+    assert_eq!(second.header("webhook-id"), "across");
+    assert!(second.verify(&new), "the new secret verifies the retry");
+    assert!(second.verify(&old), "the previous secret still verifies it");
+}

@@ -16,3 +16,4 @@ mod observability_files;
 mod prometheus;
 mod rejected;
 mod retries;
+mod test_route;
