@@ -19,7 +19,7 @@ use crate::{
     api::{self, AppState},
     broker::{link::Link, topology::Topology},
     config::Config,
-    delivery::{http::HttpClient, worker::DeliveryCore},
+    delivery::{credentials::Credentials, http::HttpClient, worker::DeliveryCore},
     metrics::Metrics,
     subscriptions::{snapshot::Subscriptions, store::Store},
     supervisor::Worker,
@@ -95,13 +95,14 @@ impl App {
             api_link: AtomicBool::new(false),
             worker: Arc::new(AtomicBool::new(false)),
         });
+        let credentials = Arc::new(Credentials::new(&config.credentials.dir));
         Ok(Self {
             metrics: Arc::new(Metrics::new(config.metrics.per_subscription)),
             config: Arc::new(config),
             role,
             topology: Arc::new(topology),
             store,
-            subscriptions: Arc::new(Subscriptions::default()),
+            subscriptions: Arc::new(Subscriptions::new(credentials)),
             link: Arc::new(Link::new()),
             health,
             listener,

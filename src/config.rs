@@ -23,6 +23,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub worker: WorkerConfig,
     pub delivery: DeliveryConfig,
+    pub credentials: CredentialsConfig,
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
@@ -109,6 +110,14 @@ pub struct DeliveryConfig {
     pub allowed_cidrs: Vec<String>,
     /// Refuse plain-http subscription URLs.
     pub https_only: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// Directory of credential files (`credential('NAME')` reads `<dir>/NAME`), e.g. a
+    /// mounted Kubernetes Secret; `HERALD_CREDENTIAL_NAME` in the environment wins.
+    pub dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -27,6 +27,9 @@ fn field_error(err: FieldError) -> ApiError {
 /// A literal forbidden address (or scheme) is refused when saved; host names are
 /// judged again at every connect, where DNS can have changed its answer.
 fn check_target(state: &AppState, sub: &Subscription) -> Result<(), FieldError> {
+    if crate::delivery::template::is_template(&sub.url) {
+        return Ok(()); // judged after rendering, at every attempt
+    }
     let url = reqwest::Url::parse(&sub.url).map_err(|e| FieldError {
         field: "url".into(),
         message: format!("not a URL: {e}"),

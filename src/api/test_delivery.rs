@@ -13,7 +13,11 @@ use serde_json::{Value, json};
 
 use super::{AppState, error::ApiError};
 use crate::{
-    delivery::{request::signed_request, task::DeliveryTask},
+    delivery::{
+        request::signed_request,
+        task::DeliveryTask,
+        template::{RenderError, Templates},
+    },
     ingest::envelope::{self, Event},
 };
 
@@ -38,9 +42,13 @@ pub async fn send(
         event: Arc::new(event),
     };
     let started = Instant::now();
-    let result = match signed_request(&sub, &task, state.config.delivery.timeout) {
-        Ok(request) => state.http.send(request).await,
-        Err(err) => Err(err),
+    let templates = Templates::compile(&sub, Some(state.subscriptions.credentials().clone()))
+        .map_err(|(field, message)| RenderError::Template(format!("{field}: {message}")));
+    let request = templates
+        .and_then(|t| signed_request(&sub, t.as_ref(), &task, state.config.delivery.timeout));
+    let result = match request {
+        Ok(request) => state.http.send(request).await.map_err(|e| e.to_string()),
+        Err(err) => Err(err.to_string()),
     };
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(Json(match result {
@@ -59,7 +67,7 @@ pub async fn send(
             "status": null,
             "duration_ms": duration_ms,
             "response_body": "",
-            "error": err.to_string(),
+            "error": err,
         }),
     }))
 }

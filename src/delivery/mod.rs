@@ -3,6 +3,7 @@
 //! dead letter) before the task is acked.
 
 pub mod caps;
+pub mod credentials;
 pub mod dead;
 pub mod egress;
 pub mod http;
@@ -12,4 +13,5 @@ pub mod request;
 pub mod retry;
 pub mod signature;
 pub mod task;
+pub mod template;
 pub mod worker;

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use super::http::{HttpError, Response};
+use super::{
+    credentials::CredentialError,
+    http::{HttpError, Response},
+    template::RenderError,
+};
 
 /// Why a delivery ended in `<p>.dead` (`x-herald-reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +139,35 @@ pub fn classify(result: &Result<Response, HttpError>, attempt: u32, max_attempts
     }
 }
 
+/// Classifies an attempt that failed before sending: a template bug is final
+/// (`render_error`); a missing credential is retried, since the operator may
+/// mount it, until the attempts run out.
+pub fn classify_render(err: &RenderError, attempt: u32, max_attempts: u32) -> Outcome {
+    let failure = Failure {
+        status: None,
+        error: err.to_string(),
+    };
+    match err {
+        RenderError::Template(_) => Outcome::Dead {
+            reason: DeadReason::RenderError,
+            failure,
+        },
+        RenderError::Credential(CredentialError::Missing(_) | CredentialError::BadName(_)) => {
+            if attempt >= max_attempts {
+                Outcome::Dead {
+                    reason: DeadReason::MaxAttempts,
+                    failure,
+                }
+            } else {
+                Outcome::Retry {
+                    failure,
+                    not_before: None,
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +259,32 @@ mod tests {
         assert!(matches!(
             classify(&Err(HttpError::Connect("refused".into())), 1, 3),
             Outcome::Retry { failure, .. } if failure.status.is_none()
+        ));
+    }
+
+    #[test]
+    fn a_template_error_is_final_and_a_missing_credential_is_retried() {
+        let bug = RenderError::Template("undefined value".into());
+        assert!(matches!(
+            classify_render(&bug, 1, 5),
+            Outcome::Dead {
+                reason: DeadReason::RenderError,
+                ..
+            }
+        ));
+        let missing = RenderError::Credential(CredentialError::Missing("TOKEN".into()));
+        match classify_render(&missing, 1, 5) {
+            Outcome::Retry { failure, .. } => {
+                assert_eq!(failure.error, "missing_credential: TOKEN")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify_render(&missing, 5, 5),
+            Outcome::Dead {
+                reason: DeadReason::MaxAttempts,
+                ..
+            }
         ));
     }
 

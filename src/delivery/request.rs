@@ -1,7 +1,8 @@
-//! The HTTP request of one attempt: the body rendered in the subscription's
-//! format, signed with this attempt's timestamp (and both secrets during a
-//! rotation), herald's headers plus the subscription's. Shared by delivery
-//! and by the synchronous test route, so both send exactly the same thing.
+//! The HTTP request of one attempt: URL and header templates rendered, the
+//! body rendered in the subscription's format, signed with this attempt's
+//! timestamp (and both secrets during a rotation), herald's headers plus the
+//! subscription's. Shared by delivery and the synchronous test route, so both
+//! send exactly the same thing.
 
 use std::time::Duration;
 
@@ -9,22 +10,30 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 
 use super::{
-    http::{HttpError, Request},
+    http::Request,
     render::render,
     signature,
     task::DeliveryTask,
+    template::{Context, RenderError, Templates},
 };
 use crate::subscriptions::model::Subscription;
 
-/// `default_timeout` applies unless the subscription sets its own.
+/// `default_timeout` applies unless the subscription sets its own; `templates`
+/// are its compiled templates (`None` when nothing is templated).
 pub fn signed_request(
     sub: &Subscription,
+    templates: Option<&Templates>,
     task: &DeliveryTask,
     default_timeout: Duration,
-) -> Result<Request, HttpError> {
-    let url = reqwest::Url::parse(&sub.url)
-        .map_err(|err| HttpError::Request(format!("invalid url: {err}")))?;
-    let rendered = render(sub, task);
+) -> Result<Request, RenderError> {
+    let ctx = templates.map(|_| Context::new(sub, &task.event, task.attempt));
+    let rendered_url = match (templates, &ctx) {
+        (Some(t), Some(ctx)) => t.url(ctx)?,
+        _ => None,
+    };
+    let url = reqwest::Url::parse(rendered_url.as_deref().unwrap_or(&sub.url))
+        .map_err(|err| RenderError::Template(format!("invalid url: {err}")))?;
+    let rendered = render(sub, templates, task, ctx.as_ref())?;
     let now = OffsetDateTime::now_utc();
     let timestamp = now.unix_timestamp();
     let signature = signature::sign(
@@ -36,18 +45,22 @@ pub fn signed_request(
 
     let mut headers = HeaderMap::with_capacity(8 + sub.headers.len());
     for (name, value) in &sub.headers {
-        // Validated when saved; a record edited by hand is skipped rather than sent broken.
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.insert(name, value);
-        }
+        let rendered_value = match (templates, &ctx) {
+            (Some(t), Some(ctx)) => t.header(name, ctx)?,
+            _ => None,
+        };
+        let value = rendered_value.as_deref().unwrap_or(value);
+        // Names were validated when saved; a rendered value must still be a valid header.
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| RenderError::Template(format!("header {name:?} is not a valid name")))?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            RenderError::Template(format!("header {name} renders to an invalid value"))
+        })?;
+        headers.insert(name, value);
     }
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(rendered.content_type),
-    );
+    let content_type = HeaderValue::from_str(&rendered.content_type)
+        .map_err(|_| RenderError::Template("content_type is not a valid header value".into()))?;
+    headers.insert(CONTENT_TYPE, content_type);
     insert(&mut headers, "webhook-id", &task.event.id);
     insert(&mut headers, "webhook-timestamp", &timestamp.to_string());
     insert(&mut headers, "webhook-signature", &signature);

@@ -21,7 +21,7 @@ use super::{
     caps::{CapGuard, InFlightCaps},
     dead::{self, DeadLetter},
     http::HttpClient,
-    outcome::{DeadReason, Failure, Outcome, classify},
+    outcome::{DeadReason, Failure, Outcome, classify, classify_render},
     request::signed_request,
     retry::RetryPolicy,
     task::DeliveryTask,
@@ -240,9 +240,14 @@ impl Deliverer {
 pub async fn attempt(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTask) -> Outcome {
     let sub = &compiled.sub;
     let max_attempts = sub.max_attempts.unwrap_or(core.policy.max_attempts);
-    let request = match signed_request(sub, task, core.timeout) {
+    let request = match signed_request(sub, compiled.templates(), task, core.timeout) {
         Ok(request) => request,
-        Err(err) => return classify(&Err(err), task.attempt, max_attempts),
+        Err(err) => {
+            let outcome = classify_render(&err, task.attempt, max_attempts);
+            // The name of a missing credential, never a value, is in `err`.
+            info!(subscription = %sub.name, event_id = %task.event.id, attempt = task.attempt, error = %err, "attempt not sent");
+            return outcome;
+        }
     };
 
     let metrics = &core.metrics;

@@ -10,7 +10,10 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::{pattern::EventPattern, selector::Selector};
-use crate::delivery::signature::SigningSecret;
+use crate::delivery::{
+    signature::SigningSecret,
+    template::{self, is_template},
+};
 
 /// How long a rotated-out secret keeps signing next to the new one.
 pub const PREVIOUS_SECRET_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -27,6 +30,12 @@ pub struct Subscription {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
     pub format: Format,
+    /// The body for `template`; the message text for `slack` and `teams`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The content type of a `template` body (default `application/json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     pub enabled: bool,
@@ -73,6 +82,9 @@ impl Method {
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Json,
+    Slack,
+    Teams,
+    Template,
 }
 
 /// A rule a subscription broke; `field` is its JSON path.
@@ -118,6 +130,8 @@ impl Subscription {
             "events",
             "selector",
             "format",
+            "template",
+            "content_type",
             "headers",
             "enabled",
             "timeout",
@@ -130,7 +144,17 @@ impl Subscription {
         let name = required_str(obj, "name")?;
         check_name(name)?;
         let url = required_str(obj, "url")?;
-        check_url(url)?;
+        if is_template(url) {
+            // Judged after rendering, at every attempt; only the scheme is fixed here.
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "url",
+                    "a templated URL must start with http:// or https://",
+                ));
+            }
+        } else {
+            check_url(url)?;
+        }
         let method = match optional_str(obj, "method")?
             .map(str::to_ascii_uppercase)
             .as_deref()
@@ -156,12 +180,9 @@ impl Subscription {
             .transpose()?;
         let format = match optional_str(obj, "format")? {
             None | Some("json") => Format::Json,
-            Some(other @ ("slack" | "teams" | "template")) => {
-                return Err(invalid(
-                    "format",
-                    format!("{other:?} is not available in this version of herald; use \"json\""),
-                ));
-            }
+            Some("slack") => Format::Slack,
+            Some("teams") => Format::Teams,
+            Some("template") => Format::Template,
             Some(other) => {
                 return Err(invalid(
                     "format",
@@ -169,11 +190,26 @@ impl Subscription {
                 ));
             }
         };
-        if obj.get("template").is_some_and(|t| !t.is_null()) {
-            return Err(invalid(
-                "template",
-                "templates are not available in this version of herald",
-            ));
+        let template = optional_str(obj, "template")?.map(str::to_owned);
+        match (format, &template) {
+            (Format::Template, None) => {
+                return Err(invalid("template", "required with format \"template\""));
+            }
+            (Format::Json, Some(_)) => {
+                return Err(invalid(
+                    "template",
+                    "only for format template, slack or teams",
+                ));
+            }
+            _ => {}
+        }
+        let content_type = optional_str(obj, "content_type")?.map(str::to_owned);
+        if let Some(ct) = &content_type {
+            if format != Format::Template {
+                return Err(invalid("content_type", "only for format template"));
+            }
+            reqwest::header::HeaderValue::from_str(ct)
+                .map_err(|_| invalid("content_type", "not a valid header value"))?;
         }
         let headers = parse_headers(obj.get("headers"))?;
         let enabled = match obj.get("enabled") {
@@ -213,7 +249,7 @@ impl Subscription {
                 None => (SigningSecret::generate(), None),
             },
         };
-        Ok(Subscription {
+        let sub = Subscription {
             name: name.to_owned(),
             description: optional_str(obj, "description")?.map(str::to_owned),
             url: url.to_owned(),
@@ -221,13 +257,17 @@ impl Subscription {
             events,
             selector,
             format,
+            template,
+            content_type,
             headers,
             enabled,
             timeout,
             max_attempts,
             secret,
             previous_secret,
-        })
+        };
+        template::check(&sub).map_err(|(field, message)| invalid(&field, message))?;
+        Ok(sub)
     }
 
     /// What list and get return: everything but the secrets.
@@ -452,6 +492,9 @@ mod tests {
         assert_eq!(with("events", json!(["ok", "bad pattern"])), "events[1]");
         assert_eq!(with("selector", json!("env in (")), "selector");
         assert_eq!(with("format", json!("xml")), "format");
+        assert_eq!(with("format", json!("template")), "template");
+        assert_eq!(with("template", json!("{{ event.id }}")), "template");
+        assert_eq!(with("content_type", json!("text/plain")), "content_type");
         assert_eq!(
             with("headers", json!({"webhook-id": "x"})),
             "headers.webhook-id"
@@ -466,6 +509,32 @@ mod tests {
             field_of(json!({"url": "https://example.com/", "events": ["*"]})),
             "name"
         );
+    }
+
+    #[test]
+    fn templates_that_do_not_parse_name_their_field() {
+        let base = json!({"name": "t", "url": "https://example.com/", "events": ["*"], "format": "template"});
+        let with = |k: &str, v: Value| {
+            let mut body = base.clone();
+            body["template"] = json!("{{ event.id }}");
+            body[k] = v;
+            field_of(body)
+        };
+        assert_eq!(with("template", json!("{{ event.id ")), "template");
+        assert_eq!(
+            with(
+                "headers",
+                json!({"authorization": "Bearer {{ credential('X' }}"})
+            ),
+            "headers.authorization"
+        );
+        assert_eq!(with("url", json!("https://{{ broken")), "url");
+        assert_eq!(with("url", json!("{{ u }}")), "url");
+        let mut ok = base.clone();
+        ok["template"] = json!("{\"id\": {{ event.id | tojson }}}");
+        ok["headers"] = json!({"authorization": "Bearer {{ credential('TOKEN') }}"});
+        ok["url"] = json!("https://hooks.example.com/{{ credential('PATH') }}");
+        Subscription::from_json(&ok, None).unwrap();
     }
 
     #[test]

@@ -23,7 +23,11 @@ use super::{
     selector::Selector,
     store::{Contents, Store},
 };
-use crate::{ingest::envelope::Event, metrics::Metrics};
+use crate::{
+    delivery::{credentials::Credentials, template::Templates},
+    ingest::envelope::Event,
+    metrics::Metrics,
+};
 
 /// How often the counter is compared even without a notice: the bound on staleness.
 const POLL: Duration = Duration::from_secs(1);
@@ -34,10 +38,13 @@ pub struct Compiled {
     pub sub: Subscription,
     patterns: Vec<EventPattern>,
     selector: Selector,
+    templates: Option<Templates>,
 }
 
 impl Compiled {
-    pub fn compile(sub: Subscription) -> Result<Self, String> {
+    pub fn compile(sub: Subscription, credentials: &Arc<Credentials>) -> Result<Self, String> {
+        let templates = Templates::compile(&sub, Some(credentials.clone()))
+            .map_err(|(field, message)| format!("{field}: {message}"))?;
         let patterns = sub
             .events
             .iter()
@@ -51,7 +58,13 @@ impl Compiled {
             sub,
             patterns,
             selector,
+            templates,
         })
+    }
+
+    /// The subscription's compiled templates; `None` when nothing is templated.
+    pub fn templates(&self) -> Option<&Templates> {
+        self.templates.as_ref()
     }
 
     pub fn matches(&self, event: &Event) -> bool {
@@ -124,6 +137,7 @@ impl Snapshot {
 
 /// The shared handle: the current snapshot plus what `/readyz` reports about it.
 pub struct Subscriptions {
+    credentials: Arc<Credentials>,
     current: ArcSwap<Snapshot>,
     loaded: AtomicBool,
     store_reset: AtomicBool,
@@ -131,9 +145,11 @@ pub struct Subscriptions {
     confirmed_at: Mutex<Option<Instant>>,
 }
 
-impl Default for Subscriptions {
-    fn default() -> Self {
+impl Subscriptions {
+    /// Templates compiled into the snapshot resolve `credential()` from `credentials`.
+    pub fn new(credentials: Arc<Credentials>) -> Self {
         Self {
+            credentials,
             current: ArcSwap::from_pointee(Snapshot::default()),
             loaded: AtomicBool::new(false),
             store_reset: AtomicBool::new(false),
@@ -141,9 +157,12 @@ impl Default for Subscriptions {
             confirmed_at: Mutex::new(None),
         }
     }
-}
 
-impl Subscriptions {
+    /// Where `credential()` values come from, for templates compiled outside the snapshot.
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.credentials
+    }
+
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
@@ -231,7 +250,7 @@ impl Subscriptions {
         let compiled = contents.records.into_iter().filter_map(|(name, raw)| {
             let parsed = serde_json::from_str::<Subscription>(&raw)
                 .map_err(|e| e.to_string())
-                .and_then(Compiled::compile);
+                .and_then(|sub| Compiled::compile(sub, &self.credentials));
             match parsed {
                 Ok(c) => Some(c),
                 Err(err) => {

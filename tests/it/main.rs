@@ -11,6 +11,7 @@ mod config_errors;
 mod delivery;
 mod egress;
 mod faults;
+mod formats;
 mod matching;
 mod observability_files;
 mod prometheus;
