@@ -3,7 +3,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -12,96 +11,11 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::support::{
-    AMQP_URL, Broker, TOKEN, TestApp, eventually,
+    Broker, TOKEN, TestApp, eventually, free_port,
+    process::Herald,
     receiver::{Receiver, Reply},
     subscription, unique_prefix,
 };
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `herald serve` as a user runs it: the binary, configured by environment.
-struct Herald {
-    child: Child,
-    api: String,
-}
-
-impl Herald {
-    fn start(prefix: &str) -> Self {
-        let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HERALD__") {
-                command.env_remove(key);
-            }
-        }
-        let child = command
-            .args(["serve"])
-            .env("HERALD__AMQP__URL", AMQP_URL)
-            .env("HERALD__AMQP__PREFIX", prefix)
-            .env("HERALD__AMQP__QUEUE_TYPE", "classic")
-            .env("HERALD__AMQP__PREFETCH", "50")
-            .env("HERALD__REDIS__PREFIX", prefix)
-            .env("HERALD__API__LISTEN", format!("127.0.0.1:{port}"))
-            .env("HERALD__API__TOKEN", TOKEN)
-            .env("HERALD__WORKER__CONCURRENCY", "20")
-            .env("HERALD__WORKER__SHUTDOWN_TIMEOUT", "10s")
-            .env("HERALD__DELIVERY__MAX_ATTEMPTS", "20")
-            .env("HERALD__DELIVERY__ALLOW_PRIVATE_TARGETS", "true")
-            .env("HERALD__DELIVERY__RETRY_INITIAL", "200ms")
-            .env("HERALD__DELIVERY__RETRY_MULTIPLIER", "1.5")
-            .env("HERALD__DELIVERY__RETRY_MAX_DELAY", "1s")
-            .env(
-                "HERALD__LOG__LEVEL",
-                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            api: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let (http, url) = (reqwest::Client::new(), format!("{}/readyz", self.api));
-        eventually(Duration::from_secs(30), "herald /readyz", || {
-            let (http, url) = (http.clone(), url.clone());
-            Box::pin(async move {
-                http.get(&url)
-                    .send()
-                    .await
-                    .ok()?
-                    .status()
-                    .is_success()
-                    .then_some(())
-            })
-        })
-        .await;
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Every event gets a 2xx at least once; returns the number of duplicate 2xx deliveries.
 fn successes(hook: &Receiver) -> BTreeMap<String, usize> {

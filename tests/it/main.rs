@@ -17,4 +17,5 @@ mod observability_files;
 mod prometheus;
 mod rejected;
 mod retries;
+mod secrets;
 mod test_route;

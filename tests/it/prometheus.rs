@@ -5,7 +5,6 @@
 
 use std::{
     fs::File,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -14,7 +13,7 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::support::{
-    TestApp, eventually,
+    TestApp, eventually, free_port,
     receiver::{Receiver, Reply},
     subscription,
 };
@@ -477,13 +476,4 @@ async fn try_query(http: &reqwest::Client, base: &str, expr: &str) -> Result<Vec
         .as_array()
         .cloned()
         .ok_or_else(|| format!("not a vector result: {body}"))
-}
-
-/// A port nothing listens on right now (Prometheus binds it a moment later).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

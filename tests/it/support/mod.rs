@@ -2,10 +2,11 @@
 //! and Redis with its own `test-<uuid>` prefixes and millisecond timings;
 //! helpers publish events, call the API and read herald's queues.
 
+pub mod process;
 pub mod receiver;
 
 use std::{
-    net::SocketAddr,
+    net::{SocketAddr, TcpListener},
     sync::Once,
     time::{Duration, Instant},
 };
@@ -65,6 +66,15 @@ pub fn test_config(prefix: &str) -> Config {
     // Receivers listen on 127.0.0.1; the SSRF tests turn this back off.
     config.delivery.allow_private_targets = true;
     config
+}
+
+/// A port nothing listens on right now (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `check` until it returns `Some` or `within` passes.
