@@ -198,6 +198,28 @@ async fn a_real_prometheus_gets_data_for_every_dashboard_query_and_evaluates_eve
         ["HeraldDeadLettersIncreasing"],
         "only the dead-letter alert is pending or firing after this traffic"
     );
+
+    // The exposition itself passes Prometheus' own linter.
+    let exposition = app.metrics().await;
+    let mut promtool = Command::new(prometheus_binary().with_file_name("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool comes with prometheus");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), exposition.as_bytes()).unwrap();
+    let linted = promtool.wait_with_output().unwrap();
+    assert!(
+        linted.status.success() && linted.stdout.is_empty() && linted.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
+    );
+    println!(
+        "promtool check metrics: clean ({} lines)",
+        exposition.lines().count()
+    );
     println!("prometheus test took {:?}", started.elapsed());
 }
 
