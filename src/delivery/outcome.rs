@@ -126,6 +126,16 @@ pub fn classify(result: &Result<Response, HttpError>, attempt: u32, max_attempts
             None,
         ),
     };
+    retry_unless_exhausted(failure, not_before, attempt, max_attempts)
+}
+
+/// A retryable failure: retried while attempts remain, else dead as `max_attempts`.
+fn retry_unless_exhausted(
+    failure: Failure,
+    not_before: Option<Duration>,
+    attempt: u32,
+    max_attempts: u32,
+) -> Outcome {
     if attempt >= max_attempts {
         Outcome::Dead {
             reason: DeadReason::MaxAttempts,
@@ -153,17 +163,7 @@ pub fn classify_render(err: &RenderError, attempt: u32, max_attempts: u32) -> Ou
             failure,
         },
         RenderError::Credential(CredentialError::Missing(_) | CredentialError::BadName(_)) => {
-            if attempt >= max_attempts {
-                Outcome::Dead {
-                    reason: DeadReason::MaxAttempts,
-                    failure,
-                }
-            } else {
-                Outcome::Retry {
-                    failure,
-                    not_before: None,
-                }
-            }
+            retry_unless_exhausted(failure, None, attempt, max_attempts)
         }
     }
 }
