@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Throughput on this machine: the ceiling (a bare consume -> POST -> ack loop,
 # same receiver, same producer, same queue type) next to herald end to end,
-# with one and with ten subscriptions per event, plus herald's start-up time
-# and peak RSS. Prints a table and writes target/bench/results.json.
+# with one and with ten subscriptions per event, plus herald's start-up time,
+# peak RSS and the cost of matching one event against 10,000 subscriptions. Prints a table and writes target/bench/results.json.
 #
 #   scripts/bench.sh [EVENTS]        (default 30000 1 KiB persistent events)
 #
@@ -61,6 +61,11 @@ herald_10=$(loadgen --events "$FANOUT_EVENTS" --fanout 10 | tee /dev/stderr | ra
 handoffs=$(curl -fsS "http://127.0.0.1:$PORT/metrics" | awk '/^herald_fanout_handoffs_total/ {s += $2} END {print s + 0}')
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$HERALD_PID/status")
 
+echo "== matching: one event against 10,000 subscriptions"
+matching=$(target/release/examples/matchbench 10000 | tee /dev/stderr)
+match_median=$(sed -n 's/.*median \([0-9.]*\) us.*/\1/p' <<<"$matching")
+match_p99=$(sed -n 's/.*p99 \([0-9.]*\) us.*/\1/p' <<<"$matching")
+
 percent=$((100 * herald_1 / ceiling))
 cat <<TABLE
 
@@ -72,12 +77,14 @@ cat <<TABLE
 | first attempts handed to <p>.deliveries   | $handoffs |               |
 | start to /readyz 200                      | ${ready_ms} ms | <= 1000 ms    |
 | herald peak RSS                           | $((rss_kib / 1024)) MiB | <= 64 MiB |
+| matching, 10,000 subscriptions, median/p99 | $match_median / $match_p99 us | <= 50 us median |
 TABLE
 
 cat >"$OUT/results.json" <<JSON
 {"queue_type": "$QUEUE_TYPE", "events": $EVENTS,
  "ceiling_per_s": $ceiling, "herald_1_per_s": $herald_1, "herald_percent_of_ceiling": $percent,
  "herald_10_per_s": $herald_10, "fanout_handoffs": $handoffs,
- "ready_ms": $ready_ms, "peak_rss_kib": $rss_kib}
+ "ready_ms": $ready_ms, "peak_rss_kib": $rss_kib,
+ "matching_median_us": $match_median, "matching_p99_us": $match_p99}
 JSON
 echo "results: $OUT/results.json"
