@@ -20,8 +20,14 @@ use herald::{
 use serde_json::json;
 
 const TYPES: [&str; 8] = [
-    "deployment.started", "deployment.failed", "deployment.succeeded", "testworkflow.end.success",
-    "testworkflow.end.failed", "build.done", "data.quality.check", "incident.opened",
+    "deployment.started",
+    "deployment.failed",
+    "deployment.succeeded",
+    "testworkflow.end.success",
+    "testworkflow.end.failed",
+    "build.done",
+    "data.quality.check",
+    "incident.opened",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -32,16 +38,21 @@ fn main() -> anyhow::Result<()> {
         // Of 20: 12 exact types, 5 prefix globs, 2 other globs, 1 `*`; selectors of every kind.
         let events = match i % 20 {
             0..=11 => json!([TYPES[i % TYPES.len()]]),
-            12..=16 => json!([format!("{}.*", TYPES[i % TYPES.len()].split('.').next().unwrap_or("x"))]),
+            12..=16 => json!([format!(
+                "{}.*",
+                TYPES[i % TYPES.len()].split('.').next().unwrap_or("x")
+            )]),
             17 | 18 => json!(["*.failed", TYPES[(i + 3) % TYPES.len()]]),
             _ => json!(["*"]),
         };
-        let selector = match i % 5 {
-            0 => None,
-            1 => Some(format!("project=p{}", i % 100)),
-            2 => Some(format!("env in (prod,staging),project=p{}*", i % 10)),
-            3 => Some("team,!skip".to_owned()),
-            _ => Some(format!("env!=dev,project notin (p{},p{})", i % 7, i % 11)),
+        // A fleet: subscriptions belong to 500 projects (and 50 teams), so an event
+        // matches a few dozen of them, as in a real deployment; `matches` is printed.
+        let selector: Option<String> = match i % 10 {
+            0..=3 => Some(format!("project=p{}", i % 500)),
+            4 | 5 => Some(format!("project=p{},env in (prod,staging)", i % 500)),
+            6 | 7 => Some(format!("project=p{}*,env!=dev", i % 50)),
+            8 => Some(format!("team=t{},!skip", i % 50)),
+            _ => Some(format!("project=p{},team=t{}", i % 500, i % 50)),
         };
         let mut body = json!({"name": format!("sub-{i}"), "url": "https://example.com/hook", "events": events});
         if let Some(selector) = selector {
@@ -56,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         .map(|i| {
             let env = ["prod", "dev", "staging"][i % 3];
             let body = json!({"type": TYPES[i % TYPES.len()],
-                              "labels": {"env": env, "project": format!("p{}", i % 100), "team": "qa"}});
+                              "labels": {"env": env, "project": format!("p{}", i % 500), "team": format!("t{}", i % 50)}});
             envelope::decode(body.to_string().as_bytes()).map(|d| d.event)
         })
         .collect::<Result<_, _>>()?;

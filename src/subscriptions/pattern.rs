@@ -136,6 +136,13 @@ impl EventPattern {
             Kind::Everything | Kind::Prefix | Kind::Glob => None,
         }
     }
+
+    /// `Some("deployment")` for `deployment.*`: every type it matches starts with
+    /// that whole first segment, so the snapshot can index it like an exact type.
+    pub fn first_segment(&self) -> Option<&str> {
+        let (segment, rest) = self.source.split_once('.')?;
+        (self.kind == Kind::Prefix && rest == "*").then_some(segment)
+    }
 }
 
 impl fmt::Display for EventPattern {
@@ -197,6 +204,21 @@ mod tests {
 
     fn pattern(s: &str) -> EventPattern {
         EventPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn only_a_whole_segment_prefix_has_a_first_segment() {
+        let first = |p: &str| {
+            EventPattern::parse(p)
+                .unwrap()
+                .first_segment()
+                .map(str::to_owned)
+        };
+        assert_eq!(first("deployment.*").as_deref(), Some("deployment"));
+        assert_eq!(first("deploy*"), None);
+        assert_eq!(first("a.b.*"), None, "indexed by one segment only");
+        assert_eq!(first("*"), None);
+        assert_eq!(first("a.b"), None);
     }
 
     #[test]

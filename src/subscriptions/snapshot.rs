@@ -81,6 +81,9 @@ pub struct Snapshot {
     by_name: HashMap<String, Arc<Compiled>>,
     /// Subscriptions whose patterns are all exact, by event type.
     exact: HashMap<String, Vec<Arc<Compiled>>>,
+    /// Subscriptions whose patterns are all exact or `<segment>.*` (at least one
+    /// glob), by the first segment of the types they can match.
+    by_segment: HashMap<String, Vec<Arc<Compiled>>>,
     /// Subscriptions with at least one glob: checked against every event.
     globbed: Vec<Arc<Compiled>>,
 }
@@ -95,8 +98,17 @@ impl Snapshot {
             let compiled = Arc::new(compiled);
             let exact: Option<Vec<&str>> =
                 compiled.patterns.iter().map(EventPattern::exact).collect();
-            match exact {
-                Some(mut types) => {
+            let segments: Option<Vec<&str>> = compiled
+                .patterns
+                .iter()
+                .map(|p| {
+                    p.exact()
+                        .and_then(|t| t.split('.').next())
+                        .or_else(|| p.first_segment())
+                })
+                .collect();
+            match (exact, segments) {
+                (Some(mut types), _) => {
                     types.sort_unstable();
                     types.dedup();
                     for t in types {
@@ -107,7 +119,18 @@ impl Snapshot {
                             .push(compiled.clone());
                     }
                 }
-                None => snapshot.globbed.push(compiled.clone()),
+                (None, Some(mut segments)) => {
+                    segments.sort_unstable();
+                    segments.dedup();
+                    for segment in segments {
+                        snapshot
+                            .by_segment
+                            .entry(segment.to_owned())
+                            .or_default()
+                            .push(compiled.clone());
+                    }
+                }
+                (None, None) => snapshot.globbed.push(compiled.clone()),
             }
             snapshot.by_name.insert(compiled.sub.name.clone(), compiled);
         }
@@ -129,7 +152,10 @@ impl Snapshot {
     /// Every subscription, enabled or not, whose patterns and selector match `event`.
     pub fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a Arc<Compiled>> {
         let exact = self.exact.get(&event.event_type).into_iter().flatten();
+        let segment = event.event_type.split('.').next().unwrap_or_default();
+        let by_segment = self.by_segment.get(segment).into_iter().flatten();
         exact
+            .chain(by_segment)
             .chain(self.globbed.iter())
             .filter(move |c| c.matches(event))
     }
@@ -316,6 +342,58 @@ impl Subscriptions {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::ingest::envelope;
+
+    const PATTERNS: [&str; 9] = ["*", "a.*", "a.b", "b.*", "*.c", "a.b.c", "b.c", "a*", "*.b.*"];
+    const TYPES: [&str; 7] = ["a.b", "a.c", "a.b.c", "b.c", "b.b.c", "c", "ab.c"];
+
+    fn compiled(i: usize, patterns: &[usize], selector: Option<&str>) -> Compiled {
+        let events: Vec<&str> = patterns.iter().map(|p| PATTERNS[*p]).collect();
+        let mut body = json!({"name": format!("s{i}"), "url": "https://example.com/", "events": events});
+        if let Some(s) = selector {
+            body["selector"] = json!(s);
+        }
+        let sub = Subscription::from_json(&body, None).unwrap();
+        Compiled::compile(sub, &Arc::new(Credentials::new("/nonexistent"))).unwrap()
+    }
+
+    proptest! {
+        /// The indexes only narrow the candidates: the result is what a full scan finds.
+        #[test]
+        fn the_index_finds_exactly_what_a_full_scan_finds(
+            subs in prop::collection::vec((prop::collection::vec(0..PATTERNS.len(), 1..3), prop::option::of(0..3usize)), 1..30),
+            t in 0..TYPES.len(),
+            env in prop::option::of(prop::sample::select(vec!["prod", "dev"])),
+        ) {
+            let selectors = ["env=prod", "!env", "env in (dev,prod)"];
+            let all: Vec<Compiled> = subs
+                .iter()
+                .enumerate()
+                .map(|(i, (p, s))| compiled(i, p, s.map(|s| selectors[s])))
+                .collect();
+            let mut event = json!({"type": TYPES[t]});
+            if let Some(env) = env {
+                event["labels"] = json!({"env": env});
+            }
+            let event = envelope::decode(event.to_string().as_bytes()).unwrap().event;
+            let scan: BTreeSet<String> = all.iter().filter(|c| c.matches(&event)).map(|c| c.sub.name.clone()).collect();
+            let snapshot = Snapshot::build(1, all);
+            let found: Vec<String> = snapshot.matching(&event).map(|c| c.sub.name.clone()).collect();
+            let unique: BTreeSet<String> = found.iter().cloned().collect();
+            prop_assert_eq!(found.len(), unique.len(), "no subscription is returned twice");
+            prop_assert_eq!(unique, scan);
         }
     }
 }
