@@ -36,9 +36,15 @@ fuzz_target!(|data: &[u8]| {
     // An HTTP date: never later than the last date there is.
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let bound = LAST_HTTP_DATE.saturating_sub(since_epoch);
-    assert!(wait <= bound, "{value:?} waits {wait:?}, more than {bound:?}");
+    assert!(
+        wait <= bound,
+        "{value:?} waits {wait:?}, more than {bound:?}"
+    );
     let later = parse_retry_after(value, now + Duration::from_secs(3600))
         .unwrap_or_else(|| panic!("{value:?} parses at one time and not an hour later"));
-    assert!(later <= wait, "{value:?}: {later:?} an hour later, {wait:?} now");
+    assert!(
+        later <= wait,
+        "{value:?}: {later:?} an hour later, {wait:?} now"
+    );
     assert!(wait.saturating_sub(later) <= Duration::from_secs(3600));
 });

@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
     let verdict = selector.matches(&labels);
     assert_eq!(reparsed.matches(&labels), verdict);
     if canonical.is_empty() {
-        assert!(selector.matches(&BTreeMap::new()), "the empty selector matches everything");
+        assert!(
+            selector.matches(&BTreeMap::new()),
+            "the empty selector matches everything"
+        );
     }
 });
 

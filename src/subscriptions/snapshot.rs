@@ -356,12 +356,15 @@ mod tests {
     use super::*;
     use crate::ingest::envelope;
 
-    const PATTERNS: [&str; 9] = ["*", "a.*", "a.b", "b.*", "*.c", "a.b.c", "b.c", "a*", "*.b.*"];
+    const PATTERNS: [&str; 9] = [
+        "*", "a.*", "a.b", "b.*", "*.c", "a.b.c", "b.c", "a*", "*.b.*",
+    ];
     const TYPES: [&str; 7] = ["a.b", "a.c", "a.b.c", "b.c", "b.b.c", "c", "ab.c"];
 
     fn compiled(i: usize, patterns: &[usize], selector: Option<&str>) -> Compiled {
         let events: Vec<&str> = patterns.iter().map(|p| PATTERNS[*p]).collect();
-        let mut body = json!({"name": format!("s{i}"), "url": "https://example.com/", "events": events});
+        let mut body =
+            json!({"name": format!("s{i}"), "url": "https://example.com/", "events": events});
         if let Some(s) = selector {
             body["selector"] = json!(s);
         }

@@ -199,7 +199,7 @@ async fn template_failures_dead_letter_as_render_error() {
         ),
         (
             "huge",
-            "{% for i in range(20000) %}{{ 'x' * 100 }}{% endfor %}",
+            "{% for i in range(100000) %}{{ range(1000) | join(',') }}{% endfor %}",
             Some("text/plain"),
         ),
         ("not-json", "this is not json", None),
