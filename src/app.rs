@@ -181,8 +181,6 @@ impl App {
             let worker = Worker {
                 config: config.clone(),
                 core,
-                topology: topology.clone(),
-                metrics: metrics.clone(),
                 connected: health.worker.clone(),
             };
             let cancel = cancel.clone();
@@ -198,7 +196,6 @@ impl App {
             link,
             topology,
             health: health.clone(),
-            egress: config.egress_policy()?,
             http,
         });
         let router = api::router(state, role.serves_api());

@@ -20,19 +20,15 @@ use crate::{
     broker::{
         consumer::{ConsumeEnd, consume},
         session::{Session, reconnect_backoff},
-        topology::Topology,
     },
     config::Config,
     delivery::worker::{Deliverer, DeliveryCore},
     ingest::fanout::FanOut,
-    metrics::Metrics,
 };
 
 pub struct Worker {
     pub config: Arc<Config>,
     pub core: Arc<DeliveryCore>,
-    pub topology: Arc<Topology>,
-    pub metrics: Arc<Metrics>,
     /// True while a session is open and both consumers run.
     pub connected: Arc<AtomicBool>,
 }
@@ -61,7 +57,7 @@ impl Worker {
         loop {
             let opened = tokio::select! {
                 () = cancel.cancelled() => break,
-                opened = Session::open(&self.config.amqp, Some(&self.topology), "worker", true) => opened,
+                opened = Session::open(&self.config.amqp, Some(&self.core.topology), "worker", true) => opened,
             };
             let session = match opened {
                 Ok(session) => session,
@@ -110,9 +106,11 @@ impl Worker {
     ) -> Result<(), String> {
         let prefetch = self.config.amqp.prefetch;
         let started = async {
-            let events = session.consume(self.topology.events(), prefetch).await?;
+            let events = session
+                .consume(self.core.topology.events(), prefetch)
+                .await?;
             let deliveries = session
-                .consume(self.topology.deliveries(), prefetch)
+                .consume(self.core.topology.deliveries(), prefetch)
                 .await?;
             Ok::<_, anyhow::Error>((events, deliveries))
         };
@@ -125,8 +123,8 @@ impl Worker {
         });
         let fanout = Arc::new(FanOut {
             subscriptions: self.core.subscriptions.clone(),
-            topology: self.topology.clone(),
-            metrics: self.metrics.clone(),
+            topology: self.core.topology.clone(),
+            metrics: self.core.metrics.clone(),
             publisher: session.publisher().clone(),
             max_event_bytes: self.config.limits.max_event_bytes,
             fault: fault.clone(),
@@ -146,13 +144,13 @@ impl Worker {
         };
         let depths = crate::broker::depth::watch(
             session,
-            &self.topology,
-            &self.metrics,
+            &self.core.topology,
+            &self.core.metrics,
             self.config.metrics.queue_refresh,
             &stop,
         );
         self.set_connected(true);
-        info!(queues = ?[self.topology.events(), self.topology.deliveries()], "worker consuming");
+        info!(queues = ?[self.core.topology.events(), self.core.topology.deliveries()], "worker consuming");
         let consuming = async {
             let end = tokio::select! {
                 end = consume(&mut events, fanout, fanout_slots.clone(), tracker, &stop) => end,

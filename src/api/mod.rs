@@ -22,7 +22,7 @@ use crate::{
     app::Health,
     broker::{link::Link, topology::Topology},
     config::Config,
-    delivery::{egress::EgressPolicy, http::HttpClient},
+    delivery::http::HttpClient,
     metrics::Metrics,
     subscriptions::{snapshot::Subscriptions, store::Store},
 };
@@ -36,9 +36,8 @@ pub struct AppState {
     pub link: Arc<Link>,
     pub topology: Arc<Topology>,
     pub health: Arc<Health>,
-    /// Refuses forbidden literal targets when a subscription is saved.
-    pub egress: EgressPolicy,
-    /// The delivery client, for `POST /v1/subscriptions/{name}/test`.
+    /// The delivery client: `POST /v1/subscriptions/{name}/test` sends with it, and
+    /// its SSRF guard refuses forbidden literal targets when a subscription is saved.
     pub http: HttpClient,
 }
 

@@ -34,10 +34,14 @@ fn check_target(state: &AppState, sub: &Subscription) -> Result<(), FieldError> 
         field: "url".into(),
         message: format!("not a URL: {e}"),
     })?;
-    state.egress.check_url(&url).map_err(|refusal| FieldError {
-        field: "url".into(),
-        message: refusal.to_string(),
-    })
+    state
+        .http
+        .policy()
+        .check_url(&url)
+        .map_err(|refusal| FieldError {
+            field: "url".into(),
+            message: refusal.to_string(),
+        })
 }
 
 fn not_found(name: &str) -> ApiError {

@@ -108,27 +108,9 @@ impl Snapshot {
                 })
                 .collect();
             match (exact, segments) {
-                (Some(mut types), _) => {
-                    types.sort_unstable();
-                    types.dedup();
-                    for t in types {
-                        snapshot
-                            .exact
-                            .entry(t.to_owned())
-                            .or_default()
-                            .push(compiled.clone());
-                    }
-                }
-                (None, Some(mut segments)) => {
-                    segments.sort_unstable();
-                    segments.dedup();
-                    for segment in segments {
-                        snapshot
-                            .by_segment
-                            .entry(segment.to_owned())
-                            .or_default()
-                            .push(compiled.clone());
-                    }
+                (Some(types), _) => index_under(&mut snapshot.exact, types, &compiled),
+                (None, Some(segments)) => {
+                    index_under(&mut snapshot.by_segment, segments, &compiled)
                 }
                 (None, None) => snapshot.globbed.push(compiled.clone()),
             }
@@ -158,6 +140,22 @@ impl Snapshot {
             .chain(by_segment)
             .chain(self.globbed.iter())
             .filter(move |c| c.matches(event))
+    }
+}
+
+/// Files `compiled` once under each distinct key.
+fn index_under(
+    index: &mut HashMap<String, Vec<Arc<Compiled>>>,
+    mut keys: Vec<&str>,
+    compiled: &Arc<Compiled>,
+) {
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        index
+            .entry(key.to_owned())
+            .or_default()
+            .push(compiled.clone());
     }
 }
 
@@ -231,9 +229,6 @@ impl Subscriptions {
         metrics.redis_connected.set(i64::from(connected));
         if let Err(err) = result {
             debug!(error = %err, "subscription store unreachable, keeping the snapshot");
-        }
-        if let Some(age) = self.age() {
-            metrics.snapshot_age.set(age.as_secs_f64());
         }
     }
 
