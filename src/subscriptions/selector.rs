@@ -149,6 +149,32 @@ impl Selector {
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
+
+    /// A label key and the literal values one of which it must hold for the selector to
+    /// match, so the snapshot can find the subscription by the event's label instead of
+    /// asking every selector. The first `=` wins over the first `in`: one value narrows
+    /// more than several. Globbed values are never literal, so they never qualify.
+    pub fn required_label(&self) -> Option<(&str, Vec<&str>)> {
+        let equality = self.requirements.iter().find_map(|r| match &r.op {
+            Operator::Equals(value) if is_literal(value) => {
+                Some((r.key.as_str(), vec![value.as_str()]))
+            }
+            _ => None,
+        });
+        equality.or_else(|| {
+            self.requirements.iter().find_map(|r| match &r.op {
+                Operator::In(values) if values.iter().all(|v| is_literal(v)) => {
+                    Some((r.key.as_str(), values.iter().map(String::as_str).collect()))
+                }
+                _ => None,
+            })
+        })
+    }
+}
+
+/// A value without `*` matches exactly itself (see `glob_match`).
+fn is_literal(value: &str) -> bool {
+    !value.contains('*')
 }
 
 impl Requirement {
@@ -836,6 +862,24 @@ mod tests {
     }
 
     #[test]
+    fn the_required_label_is_the_first_literal_equality_then_the_first_literal_in() {
+        let required = |s: &str| {
+            selector(s)
+                .required_label()
+                .map(|(k, vs)| (k.to_owned(), vs.join("|")))
+        };
+        let pair = |k: &str, v: &str| Some((k.to_owned(), v.to_owned()));
+        assert_eq!(required("env=prod,team=a"), pair("env", "prod"));
+        assert_eq!(required("env in (dev,prod),team==a"), pair("team", "a"));
+        assert_eq!(required("env in (prod,dev),!skip"), pair("env", "dev|prod"));
+        assert_eq!(required("project=p1*,team=a"), pair("team", "a"));
+        assert_eq!(required("env="), pair("env", ""));
+        assert_eq!(required("project=p1*,env in (prod,st*)"), None);
+        assert_eq!(required("env!=dev,env notin (qa),team,!skip"), None);
+        assert_eq!(required(""), None);
+    }
+
+    #[test]
     fn from_str_is_parse() {
         let sel: Selector = "env=prod".parse().unwrap();
         assert_eq!(sel, selector("env=prod"));
@@ -978,6 +1022,21 @@ mod tests {
             let sel = Selector::parse(&text).unwrap();
             let expected = models.iter().all(|m| model_matches(m, &labels));
             prop_assert_eq!(sel.matches(&labels), expected, "selector {:?}", text);
+        }
+
+        /// What the snapshot's label index relies on: a selector never matches an event
+        /// whose required label is missing or holds another value.
+        #[test]
+        fn a_match_always_has_the_required_label(
+            models in prop::collection::vec(model(), 0..4),
+            labels in label_set(),
+        ) {
+            let text = models.iter().map(|m| render(m, "", false)).collect::<Vec<_>>().join(",");
+            let sel = Selector::parse(&text).unwrap();
+            if let (true, Some((key, values))) = (sel.matches(&labels), sel.required_label()) {
+                let label = labels.get(key).map(String::as_str);
+                prop_assert!(label.is_some_and(|l| values.contains(&l)), "selector {:?}", text);
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 //! counter. A store that comes back empty is not adopted (DESIGN, Redis).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -80,12 +80,56 @@ pub struct Snapshot {
     pub version: u64,
     by_name: HashMap<String, Arc<Compiled>>,
     /// Subscriptions whose patterns are all exact, by event type.
-    exact: HashMap<String, Vec<Arc<Compiled>>>,
+    exact: HashMap<String, Bucket>,
     /// Subscriptions whose patterns are all exact or `<segment>.*` (at least one
     /// glob), by the first segment of the types they can match.
-    by_segment: HashMap<String, Vec<Arc<Compiled>>>,
-    /// Subscriptions with at least one glob: checked against every event.
-    globbed: Vec<Arc<Compiled>>,
+    by_segment: HashMap<String, Bucket>,
+    /// Subscriptions with at least one glob: candidates for every event.
+    globbed: Bucket,
+}
+
+/// The subscriptions one event type leads to, narrowed again by label: most selectors
+/// name a project or team, so only a few of thousands can match any one event.
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Subscriptions whose selector requires a literal label value (see
+    /// `Selector::required_label`), by label key, then by each value it accepts.
+    /// Ordered by key so matching yields subscriptions in a stable order.
+    by_label: BTreeMap<String, HashMap<String, Vec<Arc<Compiled>>>>,
+    /// Subscriptions without such a requirement: candidates for every event here.
+    unlabelled: Vec<Arc<Compiled>>,
+}
+
+impl Bucket {
+    fn insert(&mut self, compiled: &Arc<Compiled>) {
+        match compiled.selector.required_label() {
+            Some((key, values)) => {
+                let by_value = self.by_label.entry(key.to_owned()).or_default();
+                // `in` values are deduplicated and an event has one value per key,
+                // so no event finds the subscription twice.
+                for value in values {
+                    by_value
+                        .entry(value.to_owned())
+                        .or_default()
+                        .push(compiled.clone());
+                }
+            }
+            None => self.unlabelled.push(compiled.clone()),
+        }
+    }
+
+    /// Looks up by the keys the bucket indexes rather than by the event's labels:
+    /// subscriptions use a handful of keys, an event may carry many labels.
+    fn candidates<'a>(
+        &'a self,
+        labels: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a Arc<Compiled>> {
+        self.by_label
+            .iter()
+            .filter_map(|(key, by_value)| by_value.get(labels.get(key)?))
+            .flatten()
+            .chain(&self.unlabelled)
+    }
 }
 
 impl Snapshot {
@@ -112,7 +156,7 @@ impl Snapshot {
                 (None, Some(segments)) => {
                     index_under(&mut snapshot.by_segment, segments, &compiled)
                 }
-                (None, None) => snapshot.globbed.push(compiled.clone()),
+                (None, None) => snapshot.globbed.insert(&compiled),
             }
             snapshot.by_name.insert(compiled.sub.name.clone(), compiled);
         }
@@ -133,29 +177,26 @@ impl Snapshot {
 
     /// Every subscription, enabled or not, whose patterns and selector match `event`.
     pub fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a Arc<Compiled>> {
-        let exact = self.exact.get(&event.event_type).into_iter().flatten();
         let segment = event.event_type.split('.').next().unwrap_or_default();
-        let by_segment = self.by_segment.get(segment).into_iter().flatten();
-        exact
-            .chain(by_segment)
-            .chain(self.globbed.iter())
+        let buckets = [
+            self.exact.get(&event.event_type),
+            self.by_segment.get(segment),
+            Some(&self.globbed),
+        ];
+        buckets
+            .into_iter()
+            .flatten()
+            .flat_map(|bucket| bucket.candidates(&event.labels))
             .filter(move |c| c.matches(event))
     }
 }
 
 /// Files `compiled` once under each distinct key.
-fn index_under(
-    index: &mut HashMap<String, Vec<Arc<Compiled>>>,
-    mut keys: Vec<&str>,
-    compiled: &Arc<Compiled>,
-) {
+fn index_under(index: &mut HashMap<String, Bucket>, mut keys: Vec<&str>, compiled: &Arc<Compiled>) {
     keys.sort_unstable();
     keys.dedup();
     for key in keys {
-        index
-            .entry(key.to_owned())
-            .or_default()
-            .push(compiled.clone());
+        index.entry(key.to_owned()).or_default().insert(compiled);
     }
 }
 
@@ -343,7 +384,7 @@ impl Subscriptions {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use proptest::prelude::*;
     use serde_json::json;
@@ -367,24 +408,44 @@ mod tests {
         Compiled::compile(sub, &Arc::new(Credentials::new("/nonexistent"))).unwrap()
     }
 
+    /// Selectors indexed by label (literal `=` or `in`, alone or with other requirements)
+    /// and ones that are not (globbed values, negations, presence, none at all).
+    const SELECTORS: [&str; 14] = [
+        "env=prod",
+        "!env",
+        "env in (dev,prod)",
+        "env in (prod)",
+        "env=",
+        "env=pr*",
+        "env in (prod,d*)",
+        "env!=prod",
+        "team",
+        "env=dev,team=a",
+        "team=a,env in (dev,prod)",
+        "env in (dev,prod),team=b",
+        "env=p*,team=b",
+        "env notin (dev),!team",
+    ];
+
     proptest! {
         /// The indexes only narrow the candidates: the result is what a full scan finds.
         #[test]
         fn the_index_finds_exactly_what_a_full_scan_finds(
-            subs in prop::collection::vec((prop::collection::vec(0..PATTERNS.len(), 1..3), prop::option::of(0..3usize)), 1..30),
+            subs in prop::collection::vec((prop::collection::vec(0..PATTERNS.len(), 1..3), prop::option::of(0..SELECTORS.len())), 1..30),
             t in 0..TYPES.len(),
-            env in prop::option::of(prop::sample::select(vec!["prod", "dev"])),
+            env in prop::option::of(prop::sample::select(vec!["prod", "dev", "staging", ""])),
+            team in prop::option::of(prop::sample::select(vec!["a", "b"])),
         ) {
-            let selectors = ["env=prod", "!env", "env in (dev,prod)"];
             let all: Vec<Compiled> = subs
                 .iter()
                 .enumerate()
-                .map(|(i, (p, s))| compiled(i, p, s.map(|s| selectors[s])))
+                .map(|(i, (p, s))| compiled(i, p, s.map(|s| SELECTORS[s])))
                 .collect();
-            let mut event = json!({"type": TYPES[t]});
-            if let Some(env) = env {
-                event["labels"] = json!({"env": env});
-            }
+            let labels: BTreeMap<&str, &str> = [("env", env), ("team", team)]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect();
+            let event = json!({"type": TYPES[t], "labels": labels});
             let event = envelope::decode(event.to_string().as_bytes()).unwrap().event;
             let scan: BTreeSet<String> = all.iter().filter(|c| c.matches(&event)).map(|c| c.sub.name.clone()).collect();
             let snapshot = Snapshot::build(1, all);
