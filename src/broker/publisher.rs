@@ -2,7 +2,13 @@
 //! `mandatory` and confirmed. Published means the confirm is an ack *and* no
 //! message came back; anything else is a `PublishError` and the input stays unacked.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use lapin::{
     BasicProperties, Channel, Confirmation,
@@ -48,15 +54,25 @@ impl PublishError {
 pub struct Publisher {
     channel: Channel,
     confirm_timeout: Duration,
+    blocked: Arc<AtomicBool>,
 }
 
 impl Publisher {
-    /// `channel` must already be in confirm mode.
-    pub fn new(channel: Channel, confirm_timeout: Duration) -> Self {
+    /// `channel` must already be in confirm mode; `blocked` follows the
+    /// connection's `connection.blocked` / `connection.unblocked` notices.
+    pub fn new(channel: Channel, confirm_timeout: Duration, blocked: Arc<AtomicBool>) -> Self {
         Self {
             channel,
             confirm_timeout,
+            blocked,
         }
+    }
+
+    /// True while the broker blocks this connection (a memory or disk alarm):
+    /// a publish now waits out its confirm timeout, so callers that have
+    /// another way forward should take it.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
     }
 
     /// Publishes a persistent JSON message and waits for its confirm.

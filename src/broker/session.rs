@@ -4,9 +4,15 @@
 //! acks. Anything failing on a session trips its `fault` token; its owner
 //! then drops it and opens a new one with backoff.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::{
@@ -19,6 +25,19 @@ use tracing::{info, warn};
 
 use super::{publisher::Publisher, topology::Topology};
 use crate::config::AmqpConfig;
+
+/// How long one setup step (a connection handshake, declaring the topology,
+/// starting a consumer) may take. A broker that takes the TCP connection but
+/// answers nothing (frozen, or still booting) would otherwise hold the session
+/// open forever: heartbeats only start once the handshake is done, and an
+/// unanswered declare keeps a live connection waiting.
+const SETUP_STEP_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn step<T>(what: &str, future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(SETUP_STEP_TIMEOUT, future)
+        .await
+        .map_err(|_| anyhow!("{what}: no answer from the broker within {SETUP_STEP_TIMEOUT:?}"))?
+}
 
 pub struct Session {
     publish: Connection,
@@ -36,27 +55,35 @@ impl Session {
         consume: bool,
     ) -> anyhow::Result<Self> {
         let fault = CancellationToken::new();
-        let publish = connect(config, &format!("herald {name} publish"), &fault).await?;
-        let channel = publish
-            .create_channel()
-            .await
-            .context("opening the publishing channel")?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .context("enabling publisher confirms")?;
+        let blocked = Arc::new(AtomicBool::new(false));
+        let publish_name = format!("herald {name} publish");
+        let publish = step(
+            "connecting",
+            connect(config, &publish_name, &fault, Some(blocked.clone())),
+        )
+        .await?;
+        let channel = step("opening the publishing channel", async {
+            let channel = publish.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .context("enabling publisher confirms")?;
+            Ok(channel)
+        })
+        .await?;
         if let Some(topology) = topology {
-            topology.declare(&channel).await?;
+            step("declaring the topology", topology.declare(&channel)).await?;
         }
         let consume = if consume {
-            Some(connect(config, &format!("herald {name} consume"), &fault).await?)
+            let consume_name = format!("herald {name} consume");
+            Some(step("connecting", connect(config, &consume_name, &fault, None)).await?)
         } else {
             None
         };
         Ok(Self {
             publish,
             consume,
-            publisher: Publisher::new(channel, config.confirm_timeout),
+            publisher: Publisher::new(channel, config.confirm_timeout, blocked),
             fault,
         })
     }
@@ -81,23 +108,26 @@ impl Session {
             .consume
             .as_ref()
             .context("this session was opened without a consuming connection")?;
-        let channel = conn
-            .create_channel()
-            .await
-            .context("opening a consuming channel")?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await
-            .context("setting the prefetch")?;
-        channel
-            .basic_consume(
-                ShortString::from(queue),
-                ShortString::from(""),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("consuming {queue}"))
+        step(&format!("consuming {queue}"), async {
+            let channel = conn
+                .create_channel()
+                .await
+                .context("opening a consuming channel")?;
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .context("setting the prefetch")?;
+            channel
+                .basic_consume(
+                    ShortString::from(queue),
+                    ShortString::from(""),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("consuming {queue}"))
+        })
+        .await
     }
 
     /// Closes both connections; whatever is unacked goes back to its queue.
@@ -114,10 +144,13 @@ impl Session {
     }
 }
 
+/// Opens a connection whose failure trips `fault`; `blocked`, when given,
+/// follows the broker's blocked/unblocked notices for it.
 async fn connect(
     config: &AmqpConfig,
     name: &str,
     fault: &CancellationToken,
+    blocked: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(LongString::from(name));
     let conn = Connection::connect(config.url.expose(), properties)
@@ -139,9 +172,15 @@ async fn connect(
                     }
                     Some(lapin::Event::ConnectionBlocked(reason)) => {
                         warn!(connection = %name, reason, "broker blocked the connection");
+                        if let Some(blocked) = &blocked {
+                            blocked.store(true, Ordering::Relaxed);
+                        }
                     }
                     Some(lapin::Event::ConnectionUnblocked) => {
                         info!(connection = %name, "broker unblocked the connection");
+                        if let Some(blocked) = &blocked {
+                            blocked.store(false, Ordering::Relaxed);
+                        }
                     }
                     Some(_) => {}
                     None => {

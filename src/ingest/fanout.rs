@@ -109,9 +109,18 @@ impl FanOut {
                         .await;
                 }
                 // Never wait for a slot here: a busy worker or a subscription at
-                // its cap gets a task in <p>.deliveries instead.
-                let Ok(_slot) = self.delivery_slots.clone().try_acquire_owned() else {
-                    return self.hand_off(&task, "no_slot").await;
+                // its cap gets a task in <p>.deliveries instead. Unless the broker
+                // blocks publishing (an alarm): then a hand-off could only time
+                // out, while waiting for a slot still delivers.
+                let _slot = match self.delivery_slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) if self.publisher.is_blocked() => self
+                        .delivery_slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the delivery slots are never closed"),
+                    Err(_) => return self.hand_off(&task, "no_slot").await,
                 };
                 let Some(_reserved) = self.deliverer.core.reserve(&sub.name) else {
                     return self.hand_off(&task, "subscription_cap").await;

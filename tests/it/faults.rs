@@ -273,3 +273,35 @@ async fn without_redis_deliveries_continue_from_the_snapshot_and_an_empty_restar
     app.wait_ready().await;
     drop(redis);
 }
+
+/// A broker that takes the TCP connection and then says nothing (frozen, or
+/// still booting) fails the session's setup in bounded time, so the worker
+/// retries instead of waiting forever (found by the chaos scenario B2).
+#[tokio::test]
+async fn a_broker_that_never_answers_fails_the_session_setup_in_bounded_time() {
+    crate::support::init();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket); // accepted, never answered
+        }
+    });
+    let mut config = crate::support::test_config(&unique_prefix()).amqp;
+    config.url = herald::config::SecretUrl::new(format!("amqp://guest:guest@{addr}/%2f"));
+    let started = Instant::now();
+    let opened = tokio::time::timeout(
+        Duration::from_secs(60),
+        herald::broker::session::Session::open(&config, None, "silent", false),
+    )
+    .await
+    .expect("Session::open returned");
+    let error = opened.err().expect("no session with a silent broker");
+    assert!(
+        format!("{error:#}").contains("no answer from the broker"),
+        "{error:#}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    held.abort();
+}

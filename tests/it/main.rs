@@ -6,6 +6,7 @@ mod support;
 
 mod api_events;
 mod api_subscriptions;
+mod chaos;
 mod cli;
 mod config_errors;
 mod delivery;

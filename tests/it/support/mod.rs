@@ -2,7 +2,9 @@
 //! and Redis with its own `test-<uuid>` prefixes and millisecond timings;
 //! helpers publish events, call the API and read herald's queues.
 
+pub mod fault_http;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 
 use std::{

@@ -58,6 +58,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub received_at: Instant,
+    /// Wall-clock arrival, for latency against a send time carried in the event.
+    pub received_unix: std::time::SystemTime,
 }
 
 impl Recorded {
@@ -80,6 +82,8 @@ impl Recorded {
 }
 
 struct State {
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
     script: Mutex<VecDeque<Reply>>,
     fallback: Mutex<Reply>,
     log: Mutex<Vec<Recorded>>,
@@ -98,6 +102,8 @@ impl Receiver {
     pub async fn start(script: impl IntoIterator<Item = Reply>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(State {
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
             script: Mutex::new(script.into_iter().collect()),
             fallback: Mutex::new(Reply::ok()),
             log: Mutex::new(Vec::new()),
@@ -162,6 +168,14 @@ impl Receiver {
         }
     }
 
+    /// The most requests this receiver held at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The requests answered so far (`next_request` sees them on arrival).
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.log.lock().unwrap().clone()
     }
@@ -180,6 +194,7 @@ async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _guard = InFlight::enter(state);
     let reply = state.script.lock().unwrap().pop_front();
     let reply = reply.unwrap_or_else(|| state.fallback.lock().unwrap().clone());
     let recorded = Recorded {
@@ -189,12 +204,15 @@ async fn answer(
         headers,
         body,
         received_at: Instant::now(),
+        received_unix: std::time::SystemTime::now(),
     };
-    state.log.lock().unwrap().push(recorded.clone());
-    let _ = state.tx.send(recorded);
+    let _ = state.tx.send(recorded.clone());
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    // Logged once answered: a request herald gave up on (the handler is
+    // dropped with the connection) never counts as delivered.
+    state.log.lock().unwrap().push(recorded);
     let mut response = StatusCode::from_u16(reply.status).unwrap().into_response();
     for (name, value) in reply.headers {
         response
@@ -202,4 +220,24 @@ async fn answer(
             .insert(name, HeaderValue::from_str(&value).unwrap());
     }
     response
+}
+
+/// Counts a request as held from arrival until answered or dropped.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = state.in_flight.fetch_add(1, Relaxed) + 1;
+        state.max_in_flight.fetch_max(now, Relaxed);
+        Self(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
