@@ -144,8 +144,9 @@ impl Metrics {
             fanout_handoffs: IntCounterVec::new(
                 Opts::new(
                     "herald_fanout_handoffs_total",
-                    "First attempts the fan-out handed to the deliveries queue instead of making them \
-                     itself, by reason (no_slot: the worker was busy; subscription_cap: at its in-flight cap).",
+                    "First attempts the fan-out left for later instead of making them itself, by reason \
+                     (no_slot: the worker was busy, handed to the deliveries queue; subscription_cap: \
+                     at its in-flight cap, parked in a delay queue).",
                 ),
                 &["reason"],
             )

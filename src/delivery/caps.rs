@@ -21,6 +21,8 @@ struct Usage {
     in_flight: usize,
     /// Moving average of attempt durations in seconds; `None` until one finished.
     average: Option<f64>,
+    /// When the last task parked so far should find a free place.
+    parked_until: Option<Instant>,
 }
 
 pub struct InFlightCaps {
@@ -57,6 +59,24 @@ impl InFlightCaps {
             started: Instant::now(),
             usage: self.usage.clone(),
         })
+    }
+}
+
+impl InFlightCaps {
+    /// How long a task turned away now should wait before it is likely to
+    /// find a place: places free at `limit / average` per second, and each
+    /// task parked before it takes one of them. Parked tasks then come back
+    /// about when they can run, instead of cycling through the broker while
+    /// the subscription is at its cap.
+    pub fn wait_for_place(&self, name: &str) -> Duration {
+        let mut usage = self.usage.lock().expect("the caps lock is never poisoned");
+        let entry = usage.entry(name.to_owned()).or_default();
+        let average = entry.average.unwrap_or(SLOW.as_secs_f64());
+        let per_place = Duration::from_secs_f64(average / self.limit.max(1) as f64);
+        let now = Instant::now();
+        let next = entry.parked_until.filter(|at| *at > now).unwrap_or(now) + per_place;
+        entry.parked_until = Some(next);
+        next - now
     }
 }
 
@@ -102,6 +122,7 @@ mod tests {
                 Usage {
                     in_flight: 0,
                     average: Some(5.0),
+                    parked_until: None,
                 },
             );
         }
@@ -118,6 +139,7 @@ mod tests {
             Usage {
                 in_flight: 0,
                 average: Some(1.0),
+                parked_until: None,
             },
         );
         for _ in 0..30 {
@@ -128,5 +150,27 @@ mod tests {
             avg < SLOW.as_secs_f64(),
             "fast attempts pull a slow average down: {avg}"
         );
+    }
+
+    #[test]
+    fn parked_tasks_are_spread_at_the_rate_places_free_up() {
+        let caps = InFlightCaps::new(4);
+        caps.usage.lock().unwrap().insert(
+            "slow".into(),
+            Usage {
+                in_flight: 4,
+                average: Some(2.0),
+                parked_until: None,
+            },
+        );
+        // 4 places, 2 s each: one frees every 0.5 s; each parked task queues behind the last.
+        let waits: Vec<f64> = (0..3)
+            .map(|_| caps.wait_for_place("slow").as_secs_f64())
+            .collect();
+        for (wait, expected) in waits.iter().zip([0.5, 1.0, 1.5]) {
+            assert!((wait - expected).abs() < 0.05, "{waits:?}");
+        }
+        // Another subscription has its own schedule.
+        assert!(caps.wait_for_place("other").as_secs_f64() < 0.1);
     }
 }

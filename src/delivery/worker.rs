@@ -140,21 +140,30 @@ impl Deliverer {
                 .await;
         }
         let Some(_reserved) = core.reserve(&task.subscription) else {
-            // At its cap: wait in the shortest delay queue instead of holding a worker slot.
-            debug!(subscription = %task.subscription, "subscription at its in-flight cap, task parked");
-            let shortest = core.topology.delays()[0];
-            return self
-                .publisher
-                .publish(
-                    "",
-                    &core.topology.delay(shortest),
-                    &task.body,
-                    DeliveryTask::headers(&task.subscription, task.attempt),
-                )
-                .await;
+            return self.park(&task).await;
         };
         let outcome = attempt(core, &compiled, &task).await;
         self.settle(&compiled.sub, &task, outcome).await
+    }
+
+    /// Sets aside a task whose subscription is at its in-flight cap: it waits
+    /// in the delay queue closest above the time a place should free up
+    /// (never below the shortest), holding no worker slot meanwhile. Its
+    /// attempt number is unchanged.
+    pub async fn park(&self, task: &DeliveryTask) -> Result<(), PublishError> {
+        let core = &self.core;
+        let wait = core.caps.wait_for_place(&task.subscription);
+        // Jitter -1 and retry 1: the smallest bucket at or above `wait`.
+        let delay = core.policy.delay(1, -1.0, Some(wait));
+        debug!(subscription = %task.subscription, wait_ms = wait.as_millis() as u64, delay_ms = delay.as_millis() as u64, "subscription at its in-flight cap, task parked");
+        self.publisher
+            .publish(
+                "",
+                &core.topology.delay(delay),
+                &task.body,
+                DeliveryTask::headers(&task.subscription, task.attempt),
+            )
+            .await
     }
 
     /// Makes the outcome durable: nothing to do on success, else a confirmed retry or dead letter.

@@ -120,10 +120,12 @@ impl FanOut {
                         .acquire_owned()
                         .await
                         .expect("the delivery slots are never closed"),
-                    Err(_) => return self.hand_off(&task, "no_slot").await,
+                    Err(_) => return self.hand_off(&task).await,
                 };
                 let Some(_reserved) = self.deliverer.core.reserve(&sub.name) else {
-                    return self.hand_off(&task, "subscription_cap").await;
+                    self.deliverer.park(&task).await?;
+                    self.count_hand_off("subscription_cap");
+                    return Ok(());
                 };
                 let outcome = attempt(&self.deliverer.core, compiled, &task).await;
                 self.deliverer.settle(sub, &task, outcome).await
@@ -135,16 +137,20 @@ impl FanOut {
     }
 
     /// Leaves the first attempt to the deliveries stage (any worker).
-    async fn hand_off(&self, task: &DeliveryTask, reason: &str) -> Result<(), PublishError> {
+    async fn hand_off(&self, task: &DeliveryTask) -> Result<(), PublishError> {
         let headers = DeliveryTask::headers(&task.subscription, task.attempt);
         self.publisher
             .publish("", self.topology.deliveries(), &task.body, headers)
             .await?;
+        self.count_hand_off("no_slot");
+        Ok(())
+    }
+
+    fn count_hand_off(&self, reason: &str) {
         self.metrics
             .fanout_handoffs
             .with_label_values(&[reason])
             .inc();
-        Ok(())
     }
 
     async fn reject(&self, body: &[u8], reason: &str, error: &str) -> Result<(), PublishError> {

@@ -202,11 +202,11 @@ impl Lab {
     }
 
     async fn reader(&mut self) -> anyhow::Result<&Channel> {
-        if self
-            .reader
-            .as_ref()
-            .is_none_or(|(c, _)| !c.status().connected())
-        {
+        // A missing queue closes the channel (404), not the connection.
+        let usable = |(conn, channel): &(Connection, Channel)| {
+            conn.status().connected() && channel.status().connected()
+        };
+        if !self.reader.as_ref().is_some_and(usable) {
             let conn = Connection::connect(&self.amqp_url, ConnectionProperties::default()).await?;
             let channel = conn.create_channel().await?;
             self.reader = Some((conn, channel));

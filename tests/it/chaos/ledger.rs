@@ -66,7 +66,8 @@ impl Ledger {
         let mut requests_total = 0;
         for r in requests {
             requests_total += 1;
-            if (200..300).contains(&r.status) {
+            let id = r.header("webhook-id");
+            if (200..300).contains(&r.status) && confirmed.contains(id) {
                 let sub = r.path.rsplit('/').next().unwrap_or_default().to_owned();
                 *delivered
                     .entry((sub, r.header("webhook-id").to_owned()))
