@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Throughput on this machine: the ceiling (a bare consume -> POST -> ack loop,
-# same receiver, same producer, same queue type) next to herald end to end,
-# with one and with ten subscriptions per event, plus herald's start-up time,
-# peak RSS and the cost of matching one event against 10,000 subscriptions. Prints a table and writes target/bench/results.json.
+# herald's speed bar on this machine, in one run:
+#   - the ceiling: a bare consume -> POST -> ack loop (same receiver, same
+#     producer, same queue type), and the receiver alone (plain POSTs, no broker),
+#     which must be well above every rate below or the bench measures the receiver;
+#   - herald throughput with one and with ten subscriptions per event;
+#   - publish -> arrival latency at half the one-subscription rate (open loop);
+#   - isolation: the same load with a second subscription whose receiver answers
+#     after 5 s, the healthy receiver's p99 against its solo p99;
+#   - a retry storm: every first attempt answered 500, successful deliveries/s;
+#   - start-up time, peak RSS, RSS with 1,000 deliveries in flight, and the cost
+#     of matching one event against 10,000 subscriptions.
+# Prints a table and writes target/bench/results.json.
 #
 #   scripts/bench.sh [EVENTS]        (default 30000 1 KiB persistent events)
 #
+# BENCH_LATENCY_SECS (default 20) sets how long each latency run publishes.
 # Broker, receiver, producer and herald share the machine's cores, as in the
 # speed bar. Compare ratios within one run: these machines are noisy.
 set -euo pipefail
@@ -18,6 +27,14 @@ EVENTS=${1:-30000}
 FANOUT_EVENTS=$((EVENTS / 10))
 QUEUE_TYPE=${BENCH_QUEUE_TYPE:-quorum}
 PORT=${BENCH_API_PORT:-18080}
+LATENCY_SECS=${BENCH_LATENCY_SECS:-20}
+SLOW_REPLY=5s
+# herald's defaults, spelled out because the isolation figure depends on them:
+# the slow receiver answers well inside the timeout, and the cap bounds its share.
+DELIVERY_TIMEOUT=15s SUBSCRIPTION_CAP=64
+# The retry storm's schedule: short, so retries happen within the run.
+RETRY_INITIAL=100ms RETRY_MULTIPLIER=2 RETRY_MAX_DELAY=1s
+IN_FLIGHT=1000 HOLD=3s
 OUT=target/bench
 mkdir -p "$OUT"
 
@@ -31,38 +48,112 @@ export HERALD__AMQP__PREFIX=herald-bench HERALD__REDIS__PREFIX=herald-bench
 export HERALD__AMQP__QUEUE_TYPE=$QUEUE_TYPE
 export HERALD__DELIVERY__ALLOW_PRIVATE_TARGETS=true
 export HERALD__LOG__LEVEL=warn
+# Queue depths every second, so loadgen can tell when herald has drained.
+export HERALD__METRICS__QUEUE_REFRESH=1s
+# Restarts between phases should not wait out the 30 s default.
+export HERALD__WORKER__SHUTDOWN_TIMEOUT=5s
 
 loadgen() {
     target/release/examples/loadgen --token "$HERALD__API__TOKEN" --api "http://127.0.0.1:$PORT" \
         --prefix herald-bench "$@"
 }
 
-# deliveries/s from loadgen's second line: "  3.57s: 8401 deliveries/s (...)"
-rate() { sed -n 's/.*s: \([0-9]*\) deliveries\/s.*/\1/p'; }
+# Runs loadgen with the given arguments and shows its report; keeps its
+# "result: k=v ..." line in RESULT for `field`. (Not `tee /dev/stderr`: when
+# stderr is a file, tee reopens it truncated and overwrites what came before.)
+RESULT=
+measure() {
+    local report
+    report=$(loadgen "$@")
+    echo "$report"
+    RESULT=$(sed -n 's/^result: //p' <<<"$report")
+    [[ -n $RESULT ]] || { echo "loadgen $* printed no result" >&2; exit 1; }
+}
+# field KEY: the value of KEY in RESULT.
+field() { tr ' ' '\n' <<<"$RESULT" | sed -n "s/^$1=//p"; }
+
+# herald runs in the background by PID; a phase that needs other settings
+# restarts it: `start_herald PHASE [VAR=value ...]` (log in $OUT/herald-PHASE.log).
+# Only that PID is ever stopped.
+HERALD_PID=
+start_herald() {
+    local log=$OUT/herald-$1.log
+    shift
+    # `env` execs herald, so $! is herald's own PID (the one /proc is read for).
+    env "$@" target/release/herald serve >"$log" 2>&1 &
+    HERALD_PID=$!
+    until curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
+        kill -0 "$HERALD_PID" 2>/dev/null || { cat "$log"; exit 1; }
+        sleep 0.02
+    done
+}
+stop_herald() {
+    [[ -n $HERALD_PID ]] || return 0
+    kill "$HERALD_PID" 2>/dev/null || true
+    wait "$HERALD_PID" 2>/dev/null || true
+    HERALD_PID=
+}
+trap stop_herald EXIT
 
 echo "== ceiling: consume -> POST -> ack on a $QUEUE_TYPE queue, $EVENTS events"
-ceiling=$(loadgen --ceiling "$QUEUE_TYPE" --events "$EVENTS" | tee /dev/stderr | rate)
+measure --ceiling "$QUEUE_TYPE" --events "$EVENTS"
+ceiling=$(field per_s)
+
+echo "== receiver alone: $EVENTS POSTs, 128 at a time (herald's worker.concurrency)"
+measure --mode direct --events "$EVENTS" --concurrency 128
+receiver=$(field per_s)
 
 echo "== herald serve"
 started=$(date +%s%N)
-target/release/herald serve >"$OUT/herald.log" 2>&1 &
-HERALD_PID=$!
-trap 'kill "$HERALD_PID" 2>/dev/null || true; wait "$HERALD_PID" 2>/dev/null || true' EXIT
-until curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
-    kill -0 "$HERALD_PID" || { cat "$OUT/herald.log"; exit 1; }
-    sleep 0.02
-done
+start_herald main HERALD__DELIVERY__TIMEOUT=$DELIVERY_TIMEOUT \
+    HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$SUBSCRIPTION_CAP
 ready_ms=$((($(date +%s%N) - started) / 1000000))
 
 echo "== herald: $EVENTS events, one subscription each"
-herald_1=$(loadgen --events "$EVENTS" | tee /dev/stderr | rate)
+measure --events "$EVENTS"
+herald_1=$(field per_s)
 echo "== herald: $FANOUT_EVENTS events, ten subscriptions each"
-herald_10=$(loadgen --events "$FANOUT_EVENTS" --fanout 10 | tee /dev/stderr | rate)
+measure --events "$FANOUT_EVENTS" --fanout 10
+herald_10=$(field per_s)
 handoffs=$(curl -fsS "http://127.0.0.1:$PORT/metrics" | awk '/^herald_fanout_handoffs_total/ {s += $2} END {print s + 0}')
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$HERALD_PID/status")
 
+# Half the rate herald just sustained: a load it should carry with room to spare.
+latency_rate=$((herald_1 / 2))
+echo "== latency: $latency_rate events/s for ${LATENCY_SECS}s, one subscription"
+measure --mode latency --rate "$latency_rate" --duration "${LATENCY_SECS}s"
+lat_achieved=$(field achieved) lat_p50=$(field p50_ms) lat_p95=$(field p95_ms)
+lat_p99=$(field p99_ms) lat_max=$(field max_ms) lat_missing=$(field missing)
+
+# Same herald, same settings, same rate: only the slow subscription differs
+# from the run above, whose p99 is the solo figure.
+echo "== isolation: the same load, every event also to a receiver answering after $SLOW_REPLY"
+measure --mode latency --rate "$latency_rate" --duration "${LATENCY_SECS}s" --slow-receiver "$SLOW_REPLY"
+iso_p99=$(field p99_ms) iso_missing=$(field missing) iso_drain=$(field drain_s)
+iso_ratio=$(awk -v a="$iso_p99" -v b="$lat_p99" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+
+echo "== retry storm: $EVENTS events, every first attempt answered 500"
+stop_herald
+# Another schedule adds its delay queues (named by TTL) under the same prefix.
+start_herald retry HERALD__DELIVERY__RETRY_INITIAL=$RETRY_INITIAL \
+    HERALD__DELIVERY__RETRY_MULTIPLIER=$RETRY_MULTIPLIER HERALD__DELIVERY__RETRY_MAX_DELAY=$RETRY_MAX_DELAY
+measure --events "$EVENTS" --fail-first
+storm=$(field per_s)
+storm_percent=$((100 * storm / herald_1))
+
+echo "== footprint: $IN_FLIGHT deliveries held $HOLD at the receiver"
+stop_herald
+# Room for every delivery at once: slots, prefetch, and the per-subscription cap
+# (the receiver is slow, so the cap would bind at 64).
+start_herald footprint HERALD__WORKER__CONCURRENCY=$IN_FLIGHT HERALD__AMQP__PREFETCH=$IN_FLIGHT \
+    HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$IN_FLIGHT
+measure --mode footprint --events "$IN_FLIGHT" --hold "$HOLD" --pid "$HERALD_PID"
+fp_rss_kib=$(field rss_kib) fp_open=$(field receiver_open) fp_herald=$(field herald_in_flight)
+stop_herald
+
 echo "== matching: one event against 10,000 subscriptions"
-matching=$(target/release/examples/matchbench 10000 | tee /dev/stderr)
+matching=$(target/release/examples/matchbench 10000)
+echo "$matching"
 match_median=$(sed -n 's/.*median \([0-9.]*\) us.*/\1/p' <<<"$matching")
 match_p99=$(sed -n 's/.*p99 \([0-9.]*\) us.*/\1/p' <<<"$matching")
 
@@ -72,19 +163,34 @@ cat <<TABLE
 | measure                                   | value        | target        |
 |-------------------------------------------|--------------|---------------|
 | ceiling ($QUEUE_TYPE), deliveries/s        | $ceiling |               |
+| receiver alone (POSTs, 128 at a time), requests/s | $receiver | well above every rate here |
 | herald, 1 subscription, deliveries/s      | $herald_1 ($percent %) | >= 85 % of ceiling |
 | herald, 10 subscriptions, deliveries/s    | $herald_10 |               |
 | first attempts handed to <p>.deliveries   | $handoffs |               |
+| latency at $latency_rate/s (achieved $lat_achieved/s) for ${LATENCY_SECS}s, p50 / p95 / p99 / max | $lat_p50 / $lat_p95 / $lat_p99 / $lat_max ms ($lat_missing missing) | p99 <= 25 ms |
+| isolation: healthy p99 with every event also to a $SLOW_REPLY receiver (timeout $DELIVERY_TIMEOUT, cap $SUBSCRIPTION_CAP) / solo p99 | $iso_p99 / $lat_p99 ms = $iso_ratio ($iso_missing missing, drained in ${iso_drain}s) | <= 1.5 |
+| retry storm (first attempts 500; retry $RETRY_INITIAL x$RETRY_MULTIPLIER <= $RETRY_MAX_DELAY), successful deliveries/s | $storm ($storm_percent % of 1 subscription) | >= 45 % |
 | start to /readyz 200                      | ${ready_ms} ms | <= 1000 ms    |
 | herald peak RSS                           | $((rss_kib / 1024)) MiB | <= 64 MiB |
+| herald RSS, $IN_FLIGHT deliveries in flight (held $HOLD) | $((fp_rss_kib / 1024)) MiB (in flight: herald $fp_herald, receiver $fp_open) | <= 64 MiB |
 | matching, 10,000 subscriptions, median/p99 | $match_median / $match_p99 us | <= 50 us median |
 TABLE
 
 cat >"$OUT/results.json" <<JSON
 {"queue_type": "$QUEUE_TYPE", "events": $EVENTS,
- "ceiling_per_s": $ceiling, "herald_1_per_s": $herald_1, "herald_percent_of_ceiling": $percent,
+ "ceiling_per_s": $ceiling, "receiver_per_s": $receiver,
+ "herald_1_per_s": $herald_1, "herald_percent_of_ceiling": $percent,
  "herald_10_per_s": $herald_10, "fanout_handoffs": $handoffs,
+ "latency": {"rate_per_s": $latency_rate, "achieved_per_s": $lat_achieved, "seconds": $LATENCY_SECS,
+  "p50_ms": $lat_p50, "p95_ms": $lat_p95, "p99_ms": $lat_p99, "max_ms": $lat_max, "missing": $lat_missing},
+ "isolation": {"slow_reply": "$SLOW_REPLY", "healthy_p99_ms": $iso_p99, "solo_p99_ms": $lat_p99,
+  "ratio": $iso_ratio, "missing": $iso_missing, "drain_s": $iso_drain,
+  "delivery_timeout": "$DELIVERY_TIMEOUT", "max_in_flight_per_subscription": $SUBSCRIPTION_CAP},
+ "retry_storm": {"per_s": $storm, "percent_of_herald_1": $storm_percent,
+  "retry_initial": "$RETRY_INITIAL", "retry_multiplier": $RETRY_MULTIPLIER, "retry_max_delay": "$RETRY_MAX_DELAY"},
  "ready_ms": $ready_ms, "peak_rss_kib": $rss_kib,
+ "in_flight": {"deliveries": $IN_FLIGHT, "hold": "$HOLD", "rss_kib": $fp_rss_kib,
+  "herald_in_flight": $fp_herald, "receiver_open": $fp_open},
  "matching_median_us": $match_median, "matching_p99_us": $match_p99}
 JSON
 echo "results: $OUT/results.json"

@@ -1,8 +1,10 @@
 //! Per-subscription caps on attempts in flight in one worker, so one slow
 //! endpoint cannot take every delivery slot. The cap binds only on a slow
 //! subscription (recent attempts averaging `SLOW` or more, or none finished
-//! yet): a fast endpoint under heavy load may use the whole worker, because
-//! handing its attempts off would only add broker hops.
+//! yet) or a failing one (its last attempt failed): a fast, healthy endpoint
+//! under heavy load may use the whole worker, because handing its attempts off
+//! would only add broker hops, while an endpoint that is down is not hammered
+//! by its retries the moment it comes back.
 
 use std::{
     collections::HashMap,
@@ -23,6 +25,8 @@ struct Usage {
     average: Option<f64>,
     /// When the last task parked so far should find a free place.
     parked_until: Option<Instant>,
+    /// The last finished attempt failed.
+    failing: bool,
 }
 
 pub struct InFlightCaps {
@@ -30,11 +34,20 @@ pub struct InFlightCaps {
     usage: Arc<Mutex<HashMap<String, Usage>>>,
 }
 
-/// A reserved place under one subscription's cap; dropping it records how long it was held.
+/// A reserved place under one subscription's cap; dropping it records how
+/// long it was held and whether the attempt failed.
 pub struct CapGuard {
     name: String,
     started: Instant,
+    failed: bool,
     usage: Arc<Mutex<HashMap<String, Usage>>>,
+}
+
+impl CapGuard {
+    /// Marks the attempt made under this place as failed.
+    pub fn failed(&mut self) {
+        self.failed = true;
+    }
 }
 
 impl InFlightCaps {
@@ -45,18 +58,19 @@ impl InFlightCaps {
         }
     }
 
-    /// A place for one attempt, or `None` when the subscription is slow and at its cap.
+    /// A place for one attempt, or `None` when the subscription is slow or failing and at its cap.
     pub fn try_acquire(&self, name: &str) -> Option<CapGuard> {
         let mut usage = self.usage.lock().expect("the caps lock is never poisoned");
         let entry = usage.entry(name.to_owned()).or_default();
         let slow = entry.average.is_none_or(|avg| avg >= SLOW.as_secs_f64());
-        if slow && entry.in_flight >= self.limit {
+        if (slow || entry.failing) && entry.in_flight >= self.limit {
             return None;
         }
         entry.in_flight += 1;
         Some(CapGuard {
             name: name.to_owned(),
             started: Instant::now(),
+            failed: false,
             usage: self.usage.clone(),
         })
     }
@@ -86,6 +100,7 @@ impl Drop for CapGuard {
         let mut usage = self.usage.lock().expect("the caps lock is never poisoned");
         if let Some(entry) = usage.get_mut(&self.name) {
             entry.in_flight -= 1;
+            entry.failing = self.failed;
             entry.average = Some(match entry.average {
                 Some(avg) => avg + ALPHA * (took - avg),
                 None => took,
@@ -123,6 +138,7 @@ mod tests {
                     in_flight: 0,
                     average: Some(5.0),
                     parked_until: None,
+                    failing: false,
                 },
             );
         }
@@ -140,6 +156,7 @@ mod tests {
                 in_flight: 0,
                 average: Some(1.0),
                 parked_until: None,
+                failing: false,
             },
         );
         for _ in 0..30 {
@@ -161,6 +178,7 @@ mod tests {
                 in_flight: 4,
                 average: Some(2.0),
                 parked_until: None,
+                failing: false,
             },
         );
         // 4 places, 2 s each: one frees every 0.5 s; each parked task queues behind the last.
@@ -172,5 +190,22 @@ mod tests {
         }
         // Another subscription has its own schedule.
         assert!(caps.wait_for_place("other").as_secs_f64() < 0.1);
+    }
+
+    #[test]
+    fn a_failing_subscription_is_capped_until_an_attempt_succeeds() {
+        let caps = InFlightCaps::new(1);
+        drop(caps.try_acquire("s").unwrap()); // fast: the cap no longer binds
+        let mut failed = caps.try_acquire("s").unwrap();
+        failed.failed();
+        drop(failed);
+        let held = caps.try_acquire("s").unwrap();
+        assert!(caps.try_acquire("s").is_none(), "failing: the cap binds");
+        drop(held); // succeeded
+        let both = (caps.try_acquire("s"), caps.try_acquire("s"));
+        assert!(
+            both.0.is_some() && both.1.is_some(),
+            "healthy and fast again"
+        );
     }
 }

@@ -139,10 +139,10 @@ impl Deliverer {
                 )
                 .await;
         }
-        let Some(_reserved) = core.reserve(&task.subscription) else {
+        let Some(reserved) = core.reserve(&task.subscription) else {
             return self.park(&task).await;
         };
-        let outcome = attempt(core, &compiled, &task).await;
+        let outcome = attempt(core, reserved, &compiled, &task).await;
         self.settle(&compiled.sub, &task, outcome).await
     }
 
@@ -245,8 +245,23 @@ impl Deliverer {
     }
 }
 
-/// One HTTP attempt, signed with this attempt's timestamp, measured and classified.
-pub async fn attempt(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTask) -> Outcome {
+/// One HTTP attempt under a place `reserved` in the subscription's cap,
+/// signed with this attempt's timestamp, measured and classified. The place
+/// is freed when it ends and learns whether the attempt failed.
+pub async fn attempt(
+    core: &DeliveryCore,
+    mut reserved: CapGuard,
+    compiled: &Compiled,
+    task: &DeliveryTask,
+) -> Outcome {
+    let outcome = attempt_once(core, compiled, task).await;
+    if !matches!(outcome, Outcome::Delivered { .. }) {
+        reserved.failed();
+    }
+    outcome
+}
+
+async fn attempt_once(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTask) -> Outcome {
     let sub = &compiled.sub;
     let max_attempts = sub.max_attempts.unwrap_or(core.policy.max_attempts);
     let request = match signed_request(sub, compiled.templates(), task, core.timeout) {

@@ -122,12 +122,12 @@ impl FanOut {
                         .expect("the delivery slots are never closed"),
                     Err(_) => return self.hand_off(&task).await,
                 };
-                let Some(_reserved) = self.deliverer.core.reserve(&sub.name) else {
+                let Some(reserved) = self.deliverer.core.reserve(&sub.name) else {
                     self.deliverer.park(&task).await?;
                     self.count_hand_off("subscription_cap");
                     return Ok(());
                 };
-                let outcome = attempt(&self.deliverer.core, compiled, &task).await;
+                let outcome = attempt(&self.deliverer.core, reserved, compiled, &task).await;
                 self.deliverer.settle(sub, &task, outcome).await
             }
         });

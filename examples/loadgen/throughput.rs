@@ -1,0 +1,90 @@
+//! Closed-loop throughput: `--events` published as fast as confirms allow,
+//! deliveries/s counted from the first publish to the last 2xx the receiver
+//! gave. Against herald (`--fanout` subscriptions per event), against the bare
+//! ceiling loop (`--ceiling`), or as a retry storm (`--fail-first`: every
+//! delivery fails once, so only retries succeed).
+
+use std::time::{Duration, Instant};
+
+use crate::{
+    Args,
+    amqp::{self, Publisher},
+    api::Api,
+    receiver::{self, Behaviour},
+};
+
+/// A run that has not finished by then is stuck, not slow.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let behaviour = if args.fail_first {
+        Behaviour::FailFirst
+    } else {
+        Behaviour::Accept
+    };
+    let receiver = receiver::start(behaviour, None).await?;
+    let api = Api::new(&args.api, &args.token)?;
+    let mut subscriptions = Vec::new();
+    let (exchange, routing_key, fanout) = match &args.ceiling {
+        Some(queue_type) => {
+            let url = receiver.url.clone();
+            let queue = amqp::ceiling(&args.amqp, queue_type, args.concurrency, url).await?;
+            (String::new(), queue, 1)
+        }
+        None => {
+            let suffixes: Vec<String> = (0..args.fanout).map(|i| i.to_string()).collect();
+            let wanted: Vec<(&str, &str)> = suffixes
+                .iter()
+                .map(|s| (s.as_str(), receiver.url.as_str()))
+                .collect();
+            subscriptions = api.subscribe(&wanted).await?;
+            (
+                format!("{}.events", args.prefix),
+                "load.test".to_owned(),
+                args.fanout,
+            )
+        }
+    };
+
+    let publisher = Publisher::connect(&args.amqp, &exchange, &routing_key, args.size).await?;
+    let started = Instant::now();
+    for seq in 0..args.events {
+        publisher.publish(seq).await?;
+    }
+    publisher.finish().await?;
+    let published = started.elapsed();
+    let want = args.events * fanout;
+    let counters = &receiver.counters;
+    while counters.succeeded() < want {
+        anyhow::ensure!(
+            started.elapsed() < TIMEOUT,
+            "timed out: {} of {want}",
+            counters.succeeded()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    api.unsubscribe(&subscriptions).await;
+
+    let what = match (&args.ceiling, args.fail_first) {
+        (Some(queue_type), _) => format!("ceiling ({queue_type})"),
+        (None, true) => "herald, first attempts answered 500".to_owned(),
+        (None, false) => "herald".to_owned(),
+    };
+    let per_s = want as f64 / elapsed.as_secs_f64();
+    println!(
+        "{what}: events {} x fan-out {fanout} = {want} deliveries",
+        args.events
+    );
+    println!(
+        "  {:.2}s: {per_s:.0} deliveries/s (publishing took {:.2}s; {} requests answered 500)",
+        elapsed.as_secs_f64(),
+        published.as_secs_f64(),
+        counters.failed(),
+    );
+    println!(
+        "result: deliveries={want} per_s={per_s:.0} failed={}",
+        counters.failed()
+    );
+    Ok(())
+}
