@@ -151,7 +151,8 @@ async fn b3_memory_alarm_blocks_publishing_not_acking() {
     let mut lab = lab_on(&broker);
     let first = lab.start_worker().await;
     let receiver = Receiver::start([]).await;
-    receiver.always(Reply::ok().after(Duration::from_millis(20)));
+    // 20 slots x 100 ms: about 200/s, so a backlog is still queued when the alarm starts.
+    receiver.always(Reply::ok().after(Duration::from_millis(100)));
     let ledger = Ledger::new("b3", &["b3"]);
     lab.subscribe(hook("b3", &receiver)).await;
     load::spawn(&lab.amqp_url, &lab.prefix, &ledger, 0..2_000, None, None)

@@ -80,7 +80,7 @@ async fn h1_a_slow_endpoint_does_not_slow_the_healthy_ones() {
         &lab.amqp_url,
         &lab.prefix,
         &ledger,
-        0..300,
+        0..100,
         Some(50.0),
         None,
     )
@@ -439,6 +439,7 @@ async fn h9_retry_storm_after_an_outage() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(30)).await;
     let failed = receiver.requests().len();
+    let during_outage = receiver.max_in_flight();
     receiver.always(Reply::ok().after(Duration::from_millis(5)));
     let recovered = Instant::now();
     let report = lab
@@ -458,15 +459,18 @@ async fn h9_retry_storm_after_an_outage() {
             .or_default() += 1;
     }
     println!(
-        "h9: {failed} failed attempts during the outage; after recovery: drained in {:?}, deliveries per second {:?}, at most {} at once",
+        "h9: {failed} failed attempts during the outage, at most {during_outage} at once; after recovery: drained in {:?}, deliveries per second {:?}, at most {} at once",
         report.drained_in,
         per_second.values().collect::<Vec<_>>(),
         receiver.max_in_flight()
     );
+    // Failing, the subscription is held to its cap; healthy and fast again, it
+    // may use the whole worker (concurrency 20).
     assert!(
-        receiver.max_in_flight() <= 8,
-        "the per-subscription cap was exceeded"
+        during_outage <= 8,
+        "the cap was exceeded during the outage: {during_outage}"
     );
+    assert!(receiver.max_in_flight() <= 20);
     assert_eq!(report.dead_total(), 0);
     lab.assert_queues_empty().await;
     lab.assert_no_panics();
