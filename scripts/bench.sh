@@ -95,9 +95,25 @@ stop_herald() {
 }
 trap stop_herald EXIT
 
+# Where the CPU goes, per phase: the broker (whoever listens on the AMQP port;
+# only read, never signalled) and herald, in CPU ms per 1,000 deliveries.
+BROKER_PID=$(ss -ltnpH "sport = :$RABBITMQ_PORT" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CPU_MARK=
+cpu_start() { CPU_MARK="$(cpu_ms "${BROKER_PID:-0}") $(cpu_ms "${HERALD_PID:-0}")"; }
+# cpu_per_k DELIVERIES: "broker / herald" CPU ms per 1,000 deliveries since cpu_start.
+cpu_per_k() {
+    read -r b0 h0 <<<"$CPU_MARK"
+    local b1 h1
+    b1=$(cpu_ms "${BROKER_PID:-0}") h1=$(cpu_ms "${HERALD_PID:-0}")
+    awk -v b=$((b1 - b0)) -v h=$((h1 - h0)) -v n="$1" 'BEGIN {printf "%.0f / %.0f", b * 1000 / n, h * 1000 / n}'
+}
+
 echo "== ceiling: consume -> POST -> ack on a $QUEUE_TYPE queue, $EVENTS events"
+cpu_start
 measure --ceiling "$QUEUE_TYPE" --events "$EVENTS"
 ceiling=$(field per_s)
+cpu_ceiling=$(cpu_per_k "$EVENTS")
 
 echo "== receiver alone: $EVENTS POSTs, 128 at a time (herald's worker.concurrency)"
 measure --mode direct --events "$EVENTS" --concurrency 128
@@ -110,8 +126,10 @@ start_herald main HERALD__DELIVERY__TIMEOUT=$DELIVERY_TIMEOUT \
 ready_ms=$((($(date +%s%N) - started) / 1000000))
 
 echo "== herald: $EVENTS events, one subscription each"
+cpu_start
 measure --events "$EVENTS"
 herald_1=$(field per_s)
+cpu_herald_1=$(cpu_per_k "$EVENTS")
 echo "== herald: $FANOUT_EVENTS events, ten subscriptions each"
 measure --events "$FANOUT_EVENTS" --fanout 10
 herald_10=$(field per_s)
@@ -137,8 +155,10 @@ stop_herald
 # Another schedule adds its delay queues (named by TTL) under the same prefix.
 start_herald retry HERALD__DELIVERY__RETRY_INITIAL=$RETRY_INITIAL \
     HERALD__DELIVERY__RETRY_MULTIPLIER=$RETRY_MULTIPLIER HERALD__DELIVERY__RETRY_MAX_DELAY=$RETRY_MAX_DELAY
+cpu_start
 measure --events "$EVENTS" --fail-first
 storm=$(field per_s)
+cpu_storm=$(cpu_per_k "$EVENTS")
 storm_percent=$((100 * storm / herald_1))
 
 echo "== footprint: $IN_FLIGHT deliveries held $HOLD at the receiver"
@@ -170,6 +190,7 @@ cat <<TABLE
 | latency at $latency_rate/s (achieved $lat_achieved/s) for ${LATENCY_SECS}s, p50 / p95 / p99 / max | $lat_p50 / $lat_p95 / $lat_p99 / $lat_max ms ($lat_missing missing) | p99 <= 25 ms |
 | isolation: healthy p99 with every event also to a $SLOW_REPLY receiver (timeout $DELIVERY_TIMEOUT, cap $SUBSCRIPTION_CAP) / solo p99 | $iso_p99 / $lat_p99 ms = $iso_ratio ($iso_missing missing, drained in ${iso_drain}s) | <= 1.5 |
 | retry storm (first attempts 500; retry $RETRY_INITIAL x$RETRY_MULTIPLIER <= $RETRY_MAX_DELAY), successful deliveries/s | $storm ($storm_percent % of 1 subscription) | >= 45 % |
+| CPU ms per 1,000 deliveries, broker / herald: ceiling; herald 1 subscription; retry storm | $cpu_ceiling; $cpu_herald_1; $cpu_storm | |
 | start to /readyz 200                      | ${ready_ms} ms | <= 1000 ms    |
 | herald peak RSS                           | $((rss_kib / 1024)) MiB | <= 64 MiB |
 | herald RSS, $IN_FLIGHT deliveries in flight (held $HOLD) | $((fp_rss_kib / 1024)) MiB (in flight: herald $fp_herald, receiver $fp_open) | <= 64 MiB |
@@ -188,6 +209,7 @@ cat >"$OUT/results.json" <<JSON
   "delivery_timeout": "$DELIVERY_TIMEOUT", "max_in_flight_per_subscription": $SUBSCRIPTION_CAP},
  "retry_storm": {"per_s": $storm, "percent_of_herald_1": $storm_percent,
   "retry_initial": "$RETRY_INITIAL", "retry_multiplier": $RETRY_MULTIPLIER, "retry_max_delay": "$RETRY_MAX_DELAY"},
+ "cpu_ms_per_1000_broker_slash_herald": {"ceiling": "$cpu_ceiling", "herald_1": "$cpu_herald_1", "retry_storm": "$cpu_storm"},
  "ready_ms": $ready_ms, "peak_rss_kib": $rss_kib,
  "in_flight": {"deliveries": $IN_FLIGHT, "hold": "$HOLD", "rss_kib": $fp_rss_kib,
   "herald_in_flight": $fp_herald, "receiver_open": $fp_open},
