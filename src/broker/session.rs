@@ -55,11 +55,26 @@ impl Session {
         consume: bool,
     ) -> anyhow::Result<Self> {
         let fault = CancellationToken::new();
+        let opened = Self::establish(config, topology, name, consume, &fault).await;
+        if opened.is_err() {
+            // Ends the connection watchers of whatever was opened before the failure.
+            fault.cancel();
+        }
+        opened
+    }
+
+    async fn establish(
+        config: &AmqpConfig,
+        topology: Option<&Topology>,
+        name: &str,
+        consume: bool,
+        fault: &CancellationToken,
+    ) -> anyhow::Result<Self> {
         let blocked = Arc::new(AtomicBool::new(false));
         let publish_name = format!("herald {name} publish");
         let publish = step(
             "connecting",
-            connect(config, &publish_name, &fault, Some(blocked.clone())),
+            connect(config, &publish_name, fault, Some(blocked.clone())),
         )
         .await?;
         let channel = step("opening the publishing channel", async {
@@ -76,7 +91,7 @@ impl Session {
         }
         let consume = if consume {
             let consume_name = format!("herald {name} consume");
-            Some(step("connecting", connect(config, &consume_name, &fault, None)).await?)
+            Some(step("connecting", connect(config, &consume_name, fault, None)).await?)
         } else {
             None
         };
@@ -84,7 +99,7 @@ impl Session {
             publish,
             consume,
             publisher: Publisher::new(channel, config.confirm_timeout, blocked),
-            fault,
+            fault: fault.clone(),
         })
     }
 
