@@ -14,6 +14,7 @@ mod services;
 mod broker;
 mod clock;
 mod http;
+mod partition;
 mod redis;
 mod soak;
 mod worker;
