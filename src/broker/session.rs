@@ -19,6 +19,7 @@ use lapin::{
     Connection, ConnectionProperties, Consumer,
     options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     types::{FieldTable, LongString, ShortString},
+    uri::AMQPUri,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -32,6 +33,15 @@ use crate::config::AmqpConfig;
 /// open forever: heartbeats only start once the handshake is done, and an
 /// unanswered declare keeps a live connection waiting.
 const SETUP_STEP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The largest AMQP frame herald offers to take and send when `amqp.url` does
+/// not name one (`?frame_max=`); the broker may lower it, never raise it.
+/// lapin keeps two ring buffers of 32 frames per connection, so RabbitMQ's
+/// 128 KiB default would cost 8 MiB per connection (three in `serve`), written
+/// in full on connect. Frame size only splits bodies (events are far smaller
+/// than this anyway); what must fit in one frame is a message's properties and
+/// headers, which herald keeps small and never reads from producers.
+const DEFAULT_FRAME_MAX: u32 = 32 * 1024;
 
 async fn step<T>(what: &str, future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::time::timeout(SETUP_STEP_TIMEOUT, future)
@@ -168,9 +178,11 @@ async fn connect(
     blocked: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(LongString::from(name));
-    let conn = Connection::connect(config.url.expose(), properties)
+    let connecting = || format!("connecting to {}", config.url.masked());
+    let uri = amqp_uri(config.url.expose()).with_context(connecting)?;
+    let conn = Connection::connect_uri(uri, properties)
         .await
-        .with_context(|| format!("connecting to {}", config.url.masked()))?;
+        .with_context(connecting)?;
     // Errors (socket loss, missed heartbeats, a forced close) arrive as events.
     let mut events = conn.events_listener();
     let fault = fault.clone();
@@ -209,6 +221,13 @@ async fn connect(
     Ok(conn)
 }
 
+/// `url` parsed as lapin would, with [`DEFAULT_FRAME_MAX`] unless it sets `frame_max`.
+fn amqp_uri(url: &str) -> anyhow::Result<AMQPUri> {
+    let mut uri: AMQPUri = url.parse().map_err(anyhow::Error::msg)?;
+    uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+    Ok(uri)
+}
+
 /// Reconnect delays: fast first, capped, jittered so a fleet does not stampede a restarted broker.
 pub fn reconnect_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
@@ -217,4 +236,23 @@ pub fn reconnect_backoff() -> impl Iterator<Item = Duration> {
         .with_jitter()
         .without_max_times()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_max_defaults_unless_the_url_sets_it() {
+        let uri = amqp_uri("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10").unwrap();
+        assert_eq!(uri.query.frame_max, Some(DEFAULT_FRAME_MAX));
+        assert_eq!(uri.query.heartbeat, Some(10));
+        let uri = amqp_uri("amqp://127.0.0.1/%2f?frame_max=131072").unwrap();
+        assert_eq!(uri.query.frame_max, Some(131_072));
+    }
+
+    #[test]
+    fn an_invalid_url_is_an_error() {
+        assert!(amqp_uri("amqp://127.0.0.1/%2f?frame_max=lots").is_err());
+    }
 }

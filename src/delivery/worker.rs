@@ -93,16 +93,17 @@ pub struct Deliverer {
 }
 
 impl Handler for Deliverer {
-    async fn handle(self: Arc<Self>, delivery: Delivery) {
-        let settled = self.process(&delivery).await;
+    async fn handle(self: Arc<Self>, mut delivery: Delivery) {
+        // The body moves into the task (no copy); the message is kept to settle it.
+        let body = Bytes::from(std::mem::take(&mut delivery.data));
+        let settled = self.process(&delivery, body).await;
         finish(&delivery, settled, &self.fault).await;
     }
 }
 
 impl Deliverer {
-    async fn process(&self, delivery: &Delivery) -> Result<(), PublishError> {
+    async fn process(&self, delivery: &Delivery, body: Bytes) -> Result<(), PublishError> {
         let core = &self.core;
-        let body = Bytes::from(delivery.data.clone());
         let task = match DeliveryTask::from_message(
             delivery.properties.headers().as_ref(),
             body.clone(),

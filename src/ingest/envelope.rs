@@ -178,7 +178,11 @@ pub fn check_id(id: &str) -> Result<(), String> {
 impl Event {
     /// The canonical JSON: `{id, type, source, time, labels, data}`.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("an Event always serialises")
+        let mut json = serde_json::to_vec(self).expect("an Event always serialises");
+        // serde_json grows the buffer by doubling: up to half of it would be spare
+        // capacity, held by every delivery of the event for as long as it lasts.
+        json.shrink_to_fit();
+        json
     }
 
     /// Parses canonical JSON written by `to_json` (a delivery task's body).

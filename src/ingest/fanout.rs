@@ -47,32 +47,36 @@ pub struct FanOut {
 }
 
 impl Handler for FanOut {
-    async fn handle(self: Arc<Self>, delivery: Delivery) {
-        let settled = self.process(&delivery).await;
+    async fn handle(self: Arc<Self>, mut delivery: Delivery) {
+        // The body moves out so it can go once decoded; the message is kept to settle it.
+        let data = std::mem::take(&mut delivery.data);
+        let settled = self.process(data).await;
         finish(&delivery, settled, &self.fault).await;
     }
 }
 
 impl FanOut {
-    async fn process(&self, delivery: &Delivery) -> Result<(), PublishError> {
+    async fn process(&self, data: Vec<u8>) -> Result<(), PublishError> {
         self.metrics.events_received.inc();
-        let data = &delivery.data;
         if data.len() > self.max_event_bytes {
             let error = format!(
                 "event of {} bytes is over limits.max_event_bytes ({})",
                 data.len(),
                 self.max_event_bytes
             );
-            return self.reject(data, "too_large", &error).await;
+            return self.reject(&data, "too_large", &error).await;
         }
-        let decoded = match envelope::decode(data) {
+        let decoded = match envelope::decode(&data) {
             Ok(decoded) => decoded,
             Err(err) => {
                 return self
-                    .reject(data, err.reason(), &format!("invalid event: {err}"))
+                    .reject(&data, err.reason(), &format!("invalid event: {err}"))
                     .await;
             }
         };
+        // From here on the event and its canonical JSON stand for it: the received
+        // bytes are not held through the attempts.
+        drop(data);
         let event = decoded.event;
         if decoded.webhooks_disabled {
             debug!(event_id = %event.id, event_type = %event.event_type, "webhooks disabled by the producer");
