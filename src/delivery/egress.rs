@@ -15,6 +15,8 @@ use reqwest::{
     dns::{Addrs, Name, Resolve, Resolving},
 };
 
+use super::lookups::SharedLookups;
+
 /// Cloud metadata and credential endpoints. One request to them can hand out the
 /// host's cloud credentials, so no setting opens them.
 const METADATA_V4: [Ipv4Addr; 5] = [
@@ -223,14 +225,18 @@ pub struct GuardedResolver {
     policy: Arc<EgressPolicy>,
     // `None` resolves through the system resolver.
     lookup: Option<Lookup>,
+    /// System lookups under way, shared by the connects that ask meanwhile.
+    system: SharedLookups,
 }
 
 impl GuardedResolver {
-    /// Resolves through the system resolver (`getaddrinfo` on tokio's blocking pool).
+    /// Resolves through the system resolver (`getaddrinfo` on tokio's blocking pool),
+    /// one lookup for all the connects to a name that ask while it runs.
     pub fn new(policy: Arc<EgressPolicy>) -> Self {
         Self {
             policy,
             lookup: None,
+            system: SharedLookups::default(),
         }
     }
 
@@ -239,6 +245,7 @@ impl GuardedResolver {
         Self {
             policy,
             lookup: Some(lookup),
+            system: SharedLookups::default(),
         }
     }
 }
@@ -259,15 +266,20 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = Arc::clone(&self.policy);
         let lookup = self.lookup.clone();
+        let system = self.system.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let ips: Vec<IpAddr> = match lookup {
                 Some(lookup) => lookup(&host),
-                // Port 0: reqwest puts the URL's port (or the scheme's) on each address.
-                None => tokio::net::lookup_host((host.as_str(), 0))
-                    .await?
-                    .map(|addr| addr.ip())
-                    .collect(),
+                None => {
+                    system
+                        .resolve(&host, |host| async move {
+                            // Port 0: reqwest puts the URL's port (or the scheme's) on each address.
+                            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+                            Ok(addrs.map(|addr| addr.ip()).collect())
+                        })
+                        .await?
+                }
             };
             if ips.is_empty() {
                 return Err(io::Error::new(

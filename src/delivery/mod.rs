@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod dead;
 pub mod egress;
 pub mod http;
+pub mod lookups;
 pub mod outcome;
 pub mod render;
 pub mod request;
