@@ -1,7 +1,7 @@
 //! herald's HTTP API as loadgen uses it: subscriptions named `loadgen-*`
 //! matching `load.*`, and a few numbers from `/metrics`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
@@ -107,34 +107,6 @@ impl Api {
             .text()
             .await?;
         Ok(Metrics(text))
-    }
-
-    /// Waits until herald has nothing left to do: no attempt in flight and no
-    /// message ready in its work queues, `settle` long in a row (longer than
-    /// `metrics.queue_refresh`, so a depth reading that predates a publish cannot
-    /// pass). Returns how long that took.
-    pub async fn wait_idle(&self, settle: Duration, timeout: Duration) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let mut idle_since: Option<Instant> = None;
-        loop {
-            let metrics = self.metrics().await?;
-            let busy = metrics.sum("herald_deliveries_in_flight", |_| true)
-                + metrics.sum("herald_queue_messages", |labels| {
-                    // Dead letters and rejected events stay there for people: never drained.
-                    !labels.contains(".dead\"") && !labels.contains(".rejected\"")
-                });
-            let now = Instant::now();
-            if busy > 0.0 {
-                idle_since = None;
-            } else if now.duration_since(*idle_since.get_or_insert(now)) >= settle {
-                return Ok(started.elapsed());
-            }
-            anyhow::ensure!(
-                started.elapsed() < timeout,
-                "herald still busy after {timeout:?}: {busy} in flight or queued"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
     }
 }
 

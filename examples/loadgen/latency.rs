@@ -26,10 +26,6 @@ use crate::{
 const TICK: Duration = Duration::from_millis(5);
 /// How long after the last publish an event may still arrive; later is missing.
 const STRAGGLERS: Duration = Duration::from_secs(60);
-/// herald is idle once nothing was in flight or queued for this long; over the
-/// 1 s `metrics.queue_refresh` bench.sh sets.
-const IDLE_SETTLE: Duration = Duration::from_secs(3);
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
@@ -80,12 +76,11 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         "result: events={events} rate={:.0} achieved={achieved:.0} {summary}",
         args.rate
     );
-    if slow.is_some() {
-        // The slow subscription's backlog outlives it: deleted, its tasks are skipped
-        // as they come up. Wait for that here, so the next run measures a quiet herald.
-        let took = api.wait_idle(IDLE_SETTLE, DRAIN_TIMEOUT).await?;
-        println!("  herald idle again {:.1}s later", took.as_secs_f64());
-        result += &format!(" drain_s={:.1}", took.as_secs_f64());
+    if let Some((_, slow)) = &slow {
+        // The slow subscription's backlog cannot drain at this rate (it is parked
+        // in delay queues until places free up): the caller stops herald and
+        // clears the queues before measuring anything else.
+        result += &format!(" slow_answered={}", slow.counters.succeeded());
     }
     println!("{result}");
     Ok(())

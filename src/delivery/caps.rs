@@ -40,6 +40,8 @@ pub struct CapGuard {
     name: String,
     started: Instant,
     failed: bool,
+    /// No attempt was made under this place: it says nothing about the endpoint.
+    unused: bool,
     usage: Arc<Mutex<HashMap<String, Usage>>>,
 }
 
@@ -47,6 +49,12 @@ impl CapGuard {
     /// Marks the attempt made under this place as failed.
     pub fn failed(&mut self) {
         self.failed = true;
+    }
+
+    /// Gives the place back without an attempt: neither the average nor the
+    /// failing state learns anything from it.
+    pub fn release_unused(mut self) {
+        self.unused = true;
     }
 }
 
@@ -71,6 +79,7 @@ impl InFlightCaps {
             name: name.to_owned(),
             started: Instant::now(),
             failed: false,
+            unused: false,
             usage: self.usage.clone(),
         })
     }
@@ -100,6 +109,9 @@ impl Drop for CapGuard {
         let mut usage = self.usage.lock().expect("the caps lock is never poisoned");
         if let Some(entry) = usage.get_mut(&self.name) {
             entry.in_flight -= 1;
+            if self.unused {
+                return;
+            }
             entry.failing = self.failed;
             entry.average = Some(match entry.average {
                 Some(avg) => avg + ALPHA * (took - avg),
@@ -207,5 +219,24 @@ mod tests {
             both.0.is_some() && both.1.is_some(),
             "healthy and fast again"
         );
+    }
+
+    #[test]
+    fn a_place_given_back_unused_teaches_nothing() {
+        let caps = InFlightCaps::new(1);
+        caps.usage.lock().unwrap().insert(
+            "slow".into(),
+            Usage {
+                in_flight: 0,
+                average: Some(5.0),
+                parked_until: None,
+                failing: true,
+            },
+        );
+        caps.try_acquire("slow").unwrap().release_unused();
+        let usage = caps.usage.lock().unwrap();
+        assert_eq!(usage["slow"].in_flight, 0);
+        assert_eq!(usage["slow"].average, Some(5.0));
+        assert!(usage["slow"].failing);
     }
 }

@@ -112,10 +112,16 @@ impl FanOut {
                         )
                         .await;
                 }
-                // Never wait for a slot here: a busy worker or a subscription at
-                // its cap gets a task in <p>.deliveries instead. Unless the broker
-                // blocks publishing (an alarm): then a hand-off could only time
-                // out, while waiting for a slot still delivers.
+                // A subscription at its cap is parked at once: it needs no slot,
+                // and handing it to <p>.deliveries would only cost another hop.
+                let Some(reserved) = self.deliverer.core.reserve(&sub.name) else {
+                    self.deliverer.park(&task).await?;
+                    self.count_hand_off("subscription_cap");
+                    return Ok(());
+                };
+                // Never wait for a slot here: a busy worker hands the attempt to
+                // <p>.deliveries. Unless the broker blocks publishing (an alarm):
+                // then a hand-off could only time out, while waiting still delivers.
                 let _slot = match self.delivery_slots.clone().try_acquire_owned() {
                     Ok(slot) => slot,
                     Err(_) if self.publisher.is_blocked() => self
@@ -124,12 +130,10 @@ impl FanOut {
                         .acquire_owned()
                         .await
                         .expect("the delivery slots are never closed"),
-                    Err(_) => return self.hand_off(&task).await,
-                };
-                let Some(reserved) = self.deliverer.core.reserve(&sub.name) else {
-                    self.deliverer.park(&task).await?;
-                    self.count_hand_off("subscription_cap");
-                    return Ok(());
+                    Err(_) => {
+                        reserved.release_unused();
+                        return self.hand_off(&task).await;
+                    }
                 };
                 let outcome = attempt(&self.deliverer.core, reserved, compiled, &task).await;
                 self.deliverer.settle(sub, &task, outcome).await
