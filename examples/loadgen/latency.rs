@@ -15,10 +15,10 @@ use tokio::time::{MissedTickBehavior, interval};
 
 use crate::{
     Args,
-    amqp::Publisher,
+    amqp::{self, Publisher},
     api::{Api, Metrics},
     receiver::{self, Behaviour},
-    stats::Latencies,
+    stats::{Latencies, Summary},
 };
 
 /// Publishing wakes this often and sends whatever the schedule says is due:
@@ -36,6 +36,25 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         Some(delay) => Some((delay, receiver::start(Behaviour::Delay(delay), None).await?)),
         None => None,
     };
+    if let Some(queue_type) = &args.ceiling {
+        // The same schedule through the bare consume -> POST -> ack loop: the
+        // latency the broker and this machine allow any worker.
+        let queue = amqp::ceiling(
+            &args.amqp,
+            queue_type,
+            args.concurrency,
+            healthy.url.clone(),
+        )
+        .await?;
+        let publisher = Publisher::connect(&args.amqp, "", &queue, args.size).await?;
+        let publishing = publish_paced(&publisher, args.rate, events).await?;
+        publisher.finish().await?;
+        let summary = wait_for_arrivals(&latencies, events).await;
+        println!("latency: the ceiling loop on a {queue_type} queue");
+        report(args, events, publishing, &summary);
+        println!("result: events={events} rate={:.0} {summary}", args.rate);
+        return Ok(());
+    }
     let mut wanted = vec![("healthy", healthy.url.as_str())];
     if let Some((_, slow)) = &slow {
         wanted.push(("slow", slow.url.as_str()));
@@ -45,11 +64,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
 
     let before = api.metrics().await?;
     let publishing = publish(args, events).await?;
-    let deadline = Instant::now() + STRAGGLERS;
-    while latencies.arrived() < events && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let summary = latencies.summary();
+    let summary = wait_for_arrivals(&latencies, events).await;
     let after = api.metrics().await?;
     api.unsubscribe(&subscriptions).await;
 
@@ -61,16 +76,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         ),
         None => println!("latency: one subscription"),
     }
-    let achieved = events as f64 / publishing.as_secs_f64();
-    println!(
-        "  {events} events at {:.0}/s wanted, {achieved:.0}/s achieved over {:.1}s",
-        args.rate,
-        publishing.as_secs_f64()
-    );
-    println!(
-        "  publish -> arrival: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} missing",
-        summary.p50_ms, summary.p95_ms, summary.p99_ms, summary.max_ms, summary.missing
-    );
+    let achieved = report(args, events, publishing, &summary);
     print_handoffs(&before, &after);
     let mut result = format!(
         "result: events={events} rate={:.0} achieved={achieved:.0} {summary}",
@@ -84,6 +90,30 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("{result}");
     Ok(())
+}
+
+/// Waits until every event arrived or the stragglers' time is up.
+async fn wait_for_arrivals(latencies: &Latencies, events: u64) -> Summary {
+    let deadline = Instant::now() + STRAGGLERS;
+    while latencies.arrived() < events && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    latencies.summary()
+}
+
+/// Prints the rates and latencies; returns the achieved rate.
+fn report(args: &Args, events: u64, publishing: Duration, summary: &Summary) -> f64 {
+    let achieved = events as f64 / publishing.as_secs_f64();
+    println!(
+        "  {events} events at {:.0}/s wanted, {achieved:.0}/s achieved over {:.1}s",
+        args.rate,
+        publishing.as_secs_f64()
+    );
+    println!(
+        "  publish -> arrival: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} missing",
+        summary.p50_ms, summary.p95_ms, summary.p99_ms, summary.max_ms, summary.missing
+    );
+    achieved
 }
 
 /// Where herald's time went: a first attempt it could not make at once waits in
