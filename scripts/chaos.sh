@@ -17,7 +17,7 @@ ensure_services
 mkdir -p target/chaos
 log=target/chaos/chaos.log
 
-args=(--profile chaos --run-ignored all)
+args=(--profile chaos)
 if [[ $# -gt 0 ]]; then
     args+=(-E "test(/^chaos::/) & not test(/^chaos::soak::/) & ($1)")
 fi

@@ -14,6 +14,6 @@ source scripts/lib/services.sh
 ensure_services
 mkdir -p target/chaos
 export HERALD_SOAK_MINUTES=${1:-30}
-cargo nextest run --locked --test it --profile soak --run-ignored all 2>&1 | tee target/chaos/soak.log
+cargo nextest run --locked --test it --profile soak 2>&1 | tee target/chaos/soak.log
 echo
 grep -oE '(SOAK|LEDGER) \| .*' target/chaos/soak.log

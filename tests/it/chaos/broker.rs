@@ -108,7 +108,6 @@ fn queued(metrics: &str, part: &str) -> u64 {
 /// B2: the broker frozen (SIGSTOP) for 20 s: heartbeats notice, no API call
 /// hangs past its confirm timeout, and the work resumes after SIGCONT.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn b2_broker_frozen() {
     let broker = PrivateBroker::start().await;
     let mut lab = lab_on(&broker);
@@ -182,7 +181,6 @@ async fn b3_memory_alarm_blocks_publishing_not_acking() {
 /// herald's 2 s HTTP timeout never trips it; (b) with a 90 s HTTP timeout the
 /// hang does, the broker closes the channel, and herald resumes on its own.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh (about 3 minutes)"]
 async fn b4_consumer_timeout() {
     let broker = PrivateBroker::start().await;
     broker.ctl(&[
@@ -228,7 +226,6 @@ async fn b4_consumer_timeout() {
 /// while it holds it) ends in `<p>.dead` after `amqp.delivery_limit`
 /// deliveries instead of looping; the events behind it are delivered.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn b5_poison_event_reaches_the_dead_letter_queue() {
     let broker = PrivateBroker::start().await;
     let mut lab = lab_on(&broker)
@@ -282,7 +279,6 @@ async fn b5_poison_event_reaches_the_dead_letter_queue() {
 /// (mandatory), the event is not acked, and the next session re-declares the
 /// queue: the dead letters arrive, nothing is lost.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn b6_a_deleted_queue_is_declared_again() {
     let mut lab = Lab::new();
     lab.start_worker().await;

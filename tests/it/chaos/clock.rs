@@ -18,7 +18,6 @@ use crate::support::{
 /// signature verifies with the reference library at arrival (the timestamp is
 /// the attempt's, not the event's) and the id is the same on every attempt.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn t1_old_events_are_signed_at_attempt_time() {
     let mut lab = Lab::new();
     lab.start_worker().await;
@@ -51,7 +50,6 @@ async fn t1_old_events_are_signed_at_attempt_time() {
 /// T2: the secret rotated while the delivery waits in a delay queue: the
 /// retry verifies with the old secret and with the new one.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn t2_rotation_during_a_retry_signs_with_both_secrets() {
     let mut lab = Lab::new()
         .env("HERALD__DELIVERY__RETRY_INITIAL", "2s")

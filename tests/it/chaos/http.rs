@@ -48,7 +48,6 @@ fn rss_kib(pid: u32) -> u64 {
 /// healthy ones: the healthy ones keep their latency, the slow one gets
 /// timeouts (retries, then a dead letter) and never more than its cap at once.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn h1_a_slow_endpoint_does_not_slow_the_healthy_ones() {
     let mut lab = lab("2")
         .env("HERALD__DELIVERY__TIMEOUT", "1s")
@@ -108,7 +107,6 @@ async fn h1_a_slow_endpoint_does_not_slow_the_healthy_ones() {
 /// H2 and H3: bodies that trickle forever, or never end, or inflate: each
 /// attempt ends at the timeout or the read cap, and memory stays flat.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn h2_h3_trickling_huge_and_compressed_responses_are_bounded() {
     let mut lab = lab("2");
     let worker = lab.start_worker().await;
@@ -173,7 +171,6 @@ async fn h2_h3_trickling_huge_and_compressed_responses_are_bounded() {
 /// H4: a reset mid-headers, a closed port and a name that does not resolve
 /// are each retried, then dead-lettered with their own error.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn h4_resets_refusals_and_dns_failures_are_retried_with_distinct_errors() {
     let mut lab = lab("3");
     lab.start_worker().await;
@@ -216,7 +213,6 @@ async fn h4_resets_refusals_and_dns_failures_are_retried_with_distinct_errors() 
 /// H5: `Retry-After` as seconds, an HTTP date, 0, negative and huge: the
 /// retry waits at least that long, never longer than `retry_max_delay`.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn h5_retry_after_is_a_floor_capped_at_the_max_delay() {
     let mut lab = Lab::new().env("HERALD__DELIVERY__RETRY_MAX_DELAY", "3s");
     lab.start_worker().await;
@@ -290,7 +286,6 @@ async fn h5_retry_after_is_a_floor_capped_at_the_max_delay() {
 /// H6: 410 Gone dead-letters the delivery and disables the subscription;
 /// later events are dead-lettered as `subscription_disabled`, not dropped.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn h6_gone_disables_and_later_events_are_kept() {
     let mut lab = Lab::new().env("HERALD__WORKER__CONCURRENCY", "1");
     lab.start_worker().await;
@@ -335,7 +330,6 @@ async fn h6_gone_disables_and_later_events_are_kept() {
 /// H7: redirects to a reachable receiver, to the metadata address and to
 /// loopback are never followed; each is a failed attempt.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn h7_redirects_are_never_followed() {
     let mut lab = lab("2");
     lab.start_worker().await;
@@ -382,7 +376,6 @@ async fn h7_redirects_are_never_followed() {
 /// H8: a receiver that silently drops idle keep-alive connections after 1 s,
 /// with a delivery every 1.1 s: at most a retry each, nothing lost.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn h8_stale_keep_alive_connections() {
     let mut lab = Lab::new();
     let worker = lab.start_worker().await;
@@ -422,7 +415,6 @@ async fn h8_stale_keep_alive_connections() {
 /// everything arrives, never more than the per-subscription cap at once,
 /// and the release is spread by the jittered delay buckets.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn h9_retry_storm_after_an_outage() {
     let mut lab = Lab::new()
         .env("HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION", "8")

@@ -3,8 +3,9 @@
 //! fault would disturb others), real HTTP receivers — each ending in a ledger
 //! report where `missing` must be 0.
 //!
-//! The scenarios marked `#[ignore]` run with `scripts/chaos.sh`; the rest (a
-//! bounded subset) also run in `scripts/test.sh`.
+//! `scripts/chaos.sh` runs them all, one at a time (nextest profile `chaos`);
+//! the default and CI runs take only the bounded subset named in
+//! `.config/nextest.toml`; `scripts/soak.sh` runs the soak.
 
 mod lab;
 mod ledger;

@@ -30,7 +30,6 @@ fn noticed(lab: &Lab) -> bool {
 }
 
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn p1_worker_partitioned_from_the_broker_for_30_s() {
     let (mut lab, proxy) = partitioned_lab().await;
     lab.start_worker().await;
@@ -68,7 +67,6 @@ async fn p1_worker_partitioned_from_the_broker_for_30_s() {
 }
 
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn p2_cut_after_the_http_request_before_the_ack() {
     let (mut lab, proxy) = partitioned_lab().await;
     lab.start_worker().await;

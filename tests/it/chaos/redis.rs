@@ -62,7 +62,6 @@ async fn create(api: &str, body: Value) -> u16 {
 /// R1 (data kept) and R2 (restarted empty): deliveries go on from the snapshot
 /// while Redis is away; an empty Redis is never adopted; nothing is skipped.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn r1_r2_redis_killed_then_restarted_with_and_without_its_data() {
     for (scenario, persistent) in [("r1", true), ("r2", false)] {
         let mut redis = PrivateRedis::start(persistent).await;
@@ -115,7 +114,6 @@ async fn r1_r2_redis_killed_then_restarted_with_and_without_its_data() {
 /// its snapshot still converges (the change counter is polled every second),
 /// and the snapshot age stays bounded.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn r3_a_missed_change_notice_is_caught_by_the_counter() {
     let redis = PrivateRedis::start(false).await;
     let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port).into()).await;

@@ -25,7 +25,6 @@ fn sample(pid: u32) -> (u64, usize) {
 }
 
 #[tokio::test]
-#[ignore = "soak: scripts/soak.sh MINUTES"]
 async fn soak() {
     let minutes: u64 = std::env::var("HERALD_SOAK_MINUTES")
         .ok()

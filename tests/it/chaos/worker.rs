@@ -16,7 +16,6 @@ const WINDOW: usize = 100;
 
 /// K1: SIGKILL the worker at random moments, ten times, while 5,000 events flow.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn k1_worker_killed_at_random_while_events_flow() {
     let mut lab = Lab::new();
     let mut current = lab.start_worker().await;
@@ -53,7 +52,6 @@ async fn k1_worker_killed_at_random_while_events_flow() {
 /// K2: killed after the fan-out handed delivery tasks to `<p>.deliveries` but
 /// before the event was acked: the whole fan-out is published again once.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn k2_worker_killed_between_fan_out_and_event_ack() {
     // Two delivery slots: nearly every first attempt is handed to <p>.deliveries.
     let mut lab = Lab::new().env("HERALD__WORKER__CONCURRENCY", "2");
@@ -85,7 +83,6 @@ async fn k2_worker_killed_between_fan_out_and_event_ack() {
 
 /// K3: killed while failed attempts are being republished to delay queues.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn k3_worker_killed_while_publishing_retries() {
     let mut lab = Lab::new();
     let mut current = lab.start_worker().await;
@@ -124,7 +121,6 @@ async fn k3_worker_killed_while_publishing_retries() {
 /// delivering; the frozen one's unacked work is redelivered, and after
 /// SIGCONT it reconnects instead of crash-looping.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn k4_a_frozen_worker_does_not_stop_the_other() {
     let mut lab = Lab::new();
     let frozen = lab.start_worker().await;
@@ -163,7 +159,6 @@ async fn k4_a_frozen_worker_does_not_stop_the_other() {
 
 /// S1: one worker, scaled to three under load, then two of them killed.
 #[tokio::test]
-#[ignore = "chaos suite: scripts/chaos.sh"]
 async fn s1_scale_out_then_in_under_load() {
     let mut lab = Lab::new();
     lab.start_worker().await;
