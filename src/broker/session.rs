@@ -43,6 +43,9 @@ const SETUP_STEP_TIMEOUT: Duration = Duration::from_secs(15);
 /// headers, which herald keeps small and never reads from producers.
 const DEFAULT_FRAME_MAX: u32 = 32 * 1024;
 
+/// How long closing a session may take before its connections are just dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn step<T>(what: &str, future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::time::timeout(SETUP_STEP_TIMEOUT, future)
         .await
@@ -156,16 +159,28 @@ impl Session {
     }
 
     /// Closes both connections; whatever is unacked goes back to its queue.
+    ///
+    /// Best effort, and bounded: a connection the broker dropped (a broker
+    /// restart resets every socket) may never answer the close, and waiting
+    /// on it kept a worker from ever reconnecting.
     pub async fn close(&self) {
-        if let Some(consume) = &self.consume {
-            let _ = consume
+        let close = async {
+            if let Some(consume) = &self.consume {
+                let _ = consume
+                    .close(200, ShortString::from("herald shutting down"))
+                    .await;
+            }
+            let _ = self
+                .publish
                 .close(200, ShortString::from("herald shutting down"))
                 .await;
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+            warn!(
+                timeout_ms = CLOSE_TIMEOUT.as_millis() as u64,
+                "the broker did not answer closing the session; its connections are dropped"
+            );
         }
-        let _ = self
-            .publish
-            .close(200, ShortString::from("herald shutting down"))
-            .await;
     }
 }
 

@@ -305,3 +305,35 @@ async fn a_broker_that_never_answers_fails_the_session_setup_in_bounded_time() {
     assert!(started.elapsed() < Duration::from_secs(20));
     held.abort();
 }
+
+/// Connections the broker dropped (a broker SIGKILL resets every socket)
+/// are closed in bounded time, so the worker goes on to reconnect instead of
+/// waiting on a close that can never be answered (found by chaos scenario B1).
+#[tokio::test]
+async fn a_session_whose_connections_were_reset_closes_in_bounded_time() {
+    crate::support::init();
+    let proxy = crate::support::proxy::FaultProxy::start(([127, 0, 0, 1], 5672).into()).await;
+    let mut config = crate::support::test_config(&unique_prefix()).amqp;
+    config.url = herald::config::SecretUrl::new(format!(
+        "amqp://guest:guest@{}/%2f?heartbeat=5",
+        proxy.addr()
+    ));
+    let session = herald::broker::session::Session::open(&config, None, "reset", true)
+        .await
+        .expect("a session through the proxy");
+    let _consumer = session.consume("amq.rabbitmq.reply-to", 1).await.err(); // any consumer-side state is fine; the reset is what matters
+    proxy.set(crate::support::proxy::Mode::Refuse);
+    proxy.reset_all();
+    tokio::time::timeout(Duration::from_secs(10), session.fault().cancelled())
+        .await
+        .expect("the reset trips the session's fault token");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), session.close())
+        .await
+        .expect("Session::close returned");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closing took {:?}",
+        started.elapsed()
+    );
+}
