@@ -3,7 +3,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -11,9 +10,10 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::support::{
-    Broker, TOKEN, TestApp, eventually, free_port,
+    Broker, TOKEN, TestApp, eventually,
     process::Herald,
     receiver::{Receiver, Reply},
+    services::PrivateRedis,
     subscription, unique_prefix,
 };
 
@@ -155,65 +155,12 @@ async fn sigterm_finishes_in_flight_attempts_and_exits_0() {
     assert_eq!(hook.requests().len(), 1);
 }
 
-/// A Redis of this test's own, so stopping it disturbs no other test.
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("redis://127.0.0.1:{port}/");
-        eventually(Duration::from_secs(10), "own redis up", || {
-            let url = url.clone();
-            Box::pin(async move {
-                let client = redis::Client::open(url).ok()?;
-                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .ok()
-            })
-        })
-        .await;
-        Self { child, port }
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn without_redis_deliveries_continue_from_the_snapshot_and_an_empty_restart_is_not_adopted() {
-    let port = free_port();
-    let mut redis = OwnRedis::start(port).await;
-    let app = TestApp::spawn_with(|c| {
-        c.redis.url = herald::config::SecretUrl::new(format!("redis://127.0.0.1:{port}/"));
-    })
-    .await;
+    // A Redis of this test's own, so stopping it disturbs no other test.
+    let mut redis = PrivateRedis::start(false).await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(|c| c.redis.url = herald::config::SecretUrl::new(url)).await;
     let hook = Receiver::start([]).await;
     let secret = app
         .create_subscription(subscription("kept", &hook.url(), &["*"]))
@@ -249,7 +196,7 @@ async fn without_redis_deliveries_continue_from_the_snapshot_and_an_empty_restar
     assert_eq!(status, 503, "API reads answer 503 while Redis is down");
 
     // Redis returns without its data: the worker keeps its snapshot and says so.
-    let redis = OwnRedis::start(redis.port).await;
+    redis.boot().await;
     eventually(
         Duration::from_secs(10),
         "/readyz to report the reset",

@@ -11,8 +11,8 @@ use super::{
     lab::{Lab, hook},
     ledger::Ledger,
     load,
-    services::PrivateBroker,
 };
+use crate::support::services::PrivateBroker;
 use crate::support::{
     TOKEN,
     receiver::{Receiver, Reply},

@@ -3,16 +3,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{
     lab::{Lab, hook},
     load::Publisher,
 };
-use crate::support::{
-    TOKEN,
-    receiver::{Receiver, Reply},
-};
+use crate::support::receiver::{Receiver, Reply};
 
 /// T1: an event stamped 10 minutes ago, delivered on its third attempt: the
 /// signature verifies with the reference library at arrival (the timestamp is
@@ -63,15 +60,9 @@ async fn t2_rotation_during_a_retry_signs_with_both_secrets() {
         .await;
     let first = receiver.next_request(Duration::from_secs(10)).await;
     assert!(first.verify(&old));
-    let rotated: Value = reqwest::Client::new()
-        .post(format!("{}/v1/subscriptions/t2/secret/rotate", lab.api()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rotated = lab
+        .call(reqwest::Method::POST, "/v1/subscriptions/t2/secret/rotate")
+        .await;
     let new = rotated["secret"].as_str().unwrap();
     assert_eq!(rotated["previous_secret"], old);
     lab.wait_snapshots().await;

@@ -14,7 +14,6 @@ use super::{
     load::{self, latencies, quantile},
 };
 use crate::support::{
-    TOKEN,
     fault_http::{Behaviour, FaultServer},
     free_port,
     receiver::{Receiver, Reply},
@@ -313,15 +312,7 @@ async fn h6_gone_disables_and_later_events_are_kept() {
         .count();
     assert_eq!(gone, 1);
     assert_eq!(report.dead.get("subscription_disabled"), Some(&20));
-    let sub: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/subscriptions/h6", lab.api()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sub = lab.call(reqwest::Method::GET, "/v1/subscriptions/h6").await;
     assert_eq!(sub["enabled"], false);
     assert_eq!(receiver.requests().len(), 1);
     lab.assert_no_panics();

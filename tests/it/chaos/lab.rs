@@ -142,17 +142,26 @@ impl Lab {
             .expect("the API answers");
         assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
         self.wait_snapshots().await;
-        let secret: Value = self
-            .http
-            .get(format!("{}/v1/subscriptions/{name}/secret", self.api()))
+        let secret = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/subscriptions/{name}/secret"),
+            )
+            .await;
+        secret["secret"].as_str().expect("a secret").to_owned()
+    }
+
+    /// Calls the API of a running worker with the token; returns the JSON answer.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> Value {
+        self.http
+            .request(method, format!("{}{path}", self.api()))
             .bearer_auth(TOKEN)
             .send()
             .await
-            .unwrap()
+            .expect("the API answers")
             .json()
             .await
-            .unwrap();
-        secret["secret"].as_str().expect("a secret").to_owned()
+            .expect("a JSON answer")
     }
 
     /// Waits until every running worker's snapshot matches the store's counter.

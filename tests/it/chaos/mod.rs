@@ -10,7 +10,6 @@
 mod lab;
 mod ledger;
 mod load;
-mod services;
 
 mod broker;
 mod clock;

@@ -10,8 +10,8 @@ use super::{
     lab::{Lab, hook},
     ledger::Ledger,
     load,
-    services::PrivateRedis,
 };
+use crate::support::services::PrivateRedis;
 use crate::support::{
     TOKEN,
     proxy::{FaultProxy, Mode},

@@ -9,9 +9,9 @@ use super::{
     lab::{Lab, hook},
     ledger::Ledger,
     load,
-    services::{PrivateBroker, PrivateRedis},
 };
 use crate::support::receiver::{Receiver, Reply};
+use crate::support::services::{PrivateBroker, PrivateRedis};
 
 fn sample(pid: u32) -> (u64, usize) {
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -6,9 +6,9 @@ use super::{
     lab::{Lab, hook},
     ledger::Ledger,
     load,
-    services::signal,
 };
 use crate::support::receiver::{Receiver, Reply};
+use crate::support::services::signal;
 
 /// Deliveries one worker can hold unacked: the event and the delivery
 /// consumers' prefetch (50 each in `Herald::start_with`).

@@ -6,6 +6,7 @@ pub mod fault_http;
 pub mod process;
 pub mod proxy;
 pub mod receiver;
+pub mod services;
 
 use std::{
     net::{SocketAddr, TcpListener},
