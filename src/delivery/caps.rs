@@ -149,8 +149,7 @@ mod tests {
                 Usage {
                     in_flight: 0,
                     average: Some(5.0),
-                    parked_until: None,
-                    failing: false,
+                    ..Default::default()
                 },
             );
         }
@@ -167,8 +166,7 @@ mod tests {
             Usage {
                 in_flight: 0,
                 average: Some(1.0),
-                parked_until: None,
-                failing: false,
+                ..Default::default()
             },
         );
         for _ in 0..30 {
@@ -189,8 +187,7 @@ mod tests {
             Usage {
                 in_flight: 4,
                 average: Some(2.0),
-                parked_until: None,
-                failing: false,
+                ..Default::default()
             },
         );
         // 4 places, 2 s each: one frees every 0.5 s; each parked task queues behind the last.
@@ -229,8 +226,8 @@ mod tests {
             Usage {
                 in_flight: 0,
                 average: Some(5.0),
-                parked_until: None,
                 failing: true,
+                ..Default::default()
             },
         );
         caps.try_acquire("slow").unwrap().release_unused();

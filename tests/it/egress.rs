@@ -212,7 +212,7 @@ async fn a_huge_response_is_read_only_up_to_the_cap() {
         &["*"],
     ))
     .await;
-    let before = rss_kib();
+    let before = crate::support::process::rss_kib(std::process::id());
     let started = std::time::Instant::now();
     let (_, reply) = app
         .api(Method::POST, "/v1/subscriptions/huge/test", None)
@@ -228,17 +228,8 @@ async fn a_huge_response_is_read_only_up_to_the_cap() {
         "stopped early: {:?}",
         started.elapsed()
     );
-    let grown = rss_kib().saturating_sub(before);
+    let grown = crate::support::process::rss_kib(std::process::id()).saturating_sub(before);
     println!("100 MiB response: read stopped at the cap, RSS grew {grown} KiB");
     assert!(grown < 32 * 1024, "memory stays flat: grew {grown} KiB");
     server.abort();
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
 }

@@ -12,10 +12,10 @@ use super::{
     ledger::Ledger,
     load,
 };
-use crate::support::services::PrivateBroker;
 use crate::support::{
-    TOKEN,
+    TOKEN, metric_sum,
     receiver::{Receiver, Reply},
+    services::PrivateBroker,
 };
 
 /// A lab on `broker` with quorum queues and a 3 s confirm timeout.
@@ -98,11 +98,10 @@ async fn b1_broker_killed_and_restarted_with_retries_pending() {
 
 /// The sum of `herald_queue_messages` over the queues whose name contains `part`.
 fn queued(metrics: &str, part: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("herald_queue_messages{") && l.contains(part))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    metric_sum(metrics, |l| {
+        l.starts_with("herald_queue_messages{") && l.contains(part)
+    })
+    .unwrap_or(0.0) as u64
 }
 
 /// B2: the broker frozen (SIGSTOP) for 20 s: heartbeats notice, no API call

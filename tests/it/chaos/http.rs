@@ -15,7 +15,8 @@ use super::{
 };
 use crate::support::{
     fault_http::{Behaviour, FaultServer},
-    free_port,
+    free_port, metric_sum,
+    process::rss_kib,
     receiver::{Receiver, Reply},
 };
 
@@ -26,21 +27,10 @@ fn lab(max_attempts: &str) -> Lab {
         .env("HERALD__DELIVERY__TIMEOUT", "2s")
 }
 
-fn metric(metrics: &str, line_start: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
+/// `herald_deliveries_total{outcome}`: exported from the start, so always there.
+fn deliveries(metrics: &str, outcome: &str) -> f64 {
+    let line = format!("herald_deliveries_total{{outcome=\"{outcome}\"}} ");
+    metric_sum(metrics, |l| l.starts_with(&line)).expect("herald_deliveries_total is exported")
 }
 
 /// H1: one endpoint that always outlasts the delivery timeout next to nine
@@ -135,18 +125,15 @@ async fn h2_h3_trickling_huge_and_compressed_responses_are_bounded() {
     // still trickling at the timeout is a failed attempt (the deadline covers it).
     let metrics_after = loop {
         let metrics = lab.metrics(worker).await;
-        let success = metric(&metrics, "herald_deliveries_total{outcome=\"success\"}");
-        let dead = metric(&metrics, "herald_deliveries_total{outcome=\"dead\"}");
+        let success = deliveries(&metrics, "success");
+        let dead = deliveries(&metrics, "dead");
         if success + dead >= 60.0 || started.elapsed() > Duration::from_secs(60) {
             break metrics;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let rss_after = rss_kib(pid);
-    let success = metric(
-        &metrics_after,
-        "herald_deliveries_total{outcome=\"success\"}",
-    );
+    let success = deliveries(&metrics_after, "success");
     println!(
         "h2/h3: 20 events x (trickle, 1 GiB body, gzip bomb) settled in {:?}; successes {success}; RSS {} -> {} MiB; {} connections to the 1 GiB server",
         started.elapsed(),
@@ -154,7 +141,7 @@ async fn h2_h3_trickling_huge_and_compressed_responses_are_bounded() {
         rss_after / 1024,
         huge.connections()
     );
-    let dead = metric(&metrics_after, "herald_deliveries_total{outcome=\"dead\"}");
+    let dead = deliveries(&metrics_after, "dead");
     assert_eq!(success, 40.0, "a 2xx with a capped body is a success");
     assert_eq!(
         dead, 20.0,
@@ -389,8 +376,8 @@ async fn h8_stale_keep_alive_connections() {
     .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let metrics = lab.metrics(worker).await;
-    let success = metric(&metrics, "herald_deliveries_total{outcome=\"success\"}");
-    let retries = metric(&metrics, "herald_deliveries_total{outcome=\"retry\"}");
+    let success = deliveries(&metrics, "success");
+    let retries = deliveries(&metrics, "retry");
     let ids: BTreeSet<String> = server.attempts().into_iter().map(|(_, id)| id).collect();
     println!(
         "h8: 10 events 1.1 s apart over 1 s keep-alive: {success} successes, {retries} retries, {} requests",

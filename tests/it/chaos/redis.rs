@@ -11,11 +11,11 @@ use super::{
     ledger::Ledger,
     load,
 };
-use crate::support::services::PrivateRedis;
 use crate::support::{
-    TOKEN,
+    TOKEN, metric_sum,
     proxy::{FaultProxy, Mode},
     receiver::Receiver,
+    services::PrivateRedis,
 };
 
 async fn readyz(api: &str) -> (u16, Value) {
@@ -141,11 +141,10 @@ async fn r3_a_missed_change_notice_is_caught_by_the_counter() {
     lab.wait_snapshots().await;
     let converged = healed.elapsed();
     let metrics = lab.metrics(behind).await;
-    let age: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("herald_subscription_snapshot_age_seconds"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .expect("the snapshot age metric");
+    let age = metric_sum(&metrics, |l| {
+        l.starts_with("herald_subscription_snapshot_age_seconds ")
+    })
+    .expect("the snapshot age metric");
     println!("r3: converged {converged:?} after the connection came back; snapshot age {age} s");
     assert!(converged < Duration::from_secs(5));
     assert!(age < 5.0, "snapshot age {age}");

@@ -11,17 +11,13 @@ use super::{
     load,
 };
 use crate::support::receiver::{Receiver, Reply};
-use crate::support::services::{PrivateBroker, PrivateRedis};
+use crate::support::{
+    process::{open_fds, rss_kib},
+    services::{PrivateBroker, PrivateRedis},
+};
 
 fn sample(pid: u32) -> (u64, usize) {
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    (rss, fds)
+    (rss_kib(pid), open_fds(pid))
 }
 
 #[tokio::test]

@@ -7,8 +7,10 @@ use super::{
     ledger::Ledger,
     load,
 };
-use crate::support::receiver::{Receiver, Reply};
-use crate::support::services::signal;
+use crate::support::{
+    receiver::{Receiver, Reply},
+    services::signal,
+};
 
 /// Deliveries one worker can hold unacked: the event and the delivery
 /// consumers' prefetch (50 each in `Herald::start_with`).

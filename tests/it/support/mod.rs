@@ -353,6 +353,17 @@ impl Broker {
     }
 }
 
+/// The sum of the samples in a Prometheus text page whose line `matches`
+/// accepts (comments never count); `None` when no sample matched.
+pub fn metric_sum(metrics: &str, matches: impl Fn(&str) -> bool) -> Option<f64> {
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && matches(l))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// A minimal subscription body for `url` receiving `events`.
 pub fn subscription(name: &str, url: &str, events: &[&str]) -> Value {
     json!({"name": name, "url": url, "events": events})
