@@ -29,20 +29,24 @@ struct Usage {
     failing: bool,
 }
 
+/// Usage by subscription name. Keys are shared with the guards, so taking a
+/// place (on every attempt) allocates nothing once a subscription is known.
+type Table = HashMap<Arc<str>, Usage>;
+
 pub struct InFlightCaps {
     limit: usize,
-    usage: Arc<Mutex<HashMap<String, Usage>>>,
+    usage: Arc<Mutex<Table>>,
 }
 
 /// A reserved place under one subscription's cap; dropping it records how
 /// long it was held and whether the attempt failed.
 pub struct CapGuard {
-    name: String,
+    name: Arc<str>,
     started: Instant,
     failed: bool,
     /// No attempt was made under this place: it says nothing about the endpoint.
     unused: bool,
-    usage: Arc<Mutex<HashMap<String, Usage>>>,
+    usage: Arc<Mutex<Table>>,
 }
 
 impl CapGuard {
@@ -69,23 +73,21 @@ impl InFlightCaps {
     /// A place for one attempt, or `None` when the subscription is slow or failing and at its cap.
     pub fn try_acquire(&self, name: &str) -> Option<CapGuard> {
         let mut usage = self.usage.lock().expect("the caps lock is never poisoned");
-        let entry = usage.entry(name.to_owned()).or_default();
+        let (name, entry) = entry(&mut usage, name);
         let slow = entry.average.is_none_or(|avg| avg >= SLOW.as_secs_f64());
         if (slow || entry.failing) && entry.in_flight >= self.limit {
             return None;
         }
         entry.in_flight += 1;
         Some(CapGuard {
-            name: name.to_owned(),
+            name,
             started: Instant::now(),
             failed: false,
             unused: false,
             usage: self.usage.clone(),
         })
     }
-}
 
-impl InFlightCaps {
     /// How long a task turned away now should wait before it is likely to
     /// find a place: places free at `limit / average` per second, and each
     /// task parked before it takes one of them. Parked tasks then come back
@@ -93,7 +95,7 @@ impl InFlightCaps {
     /// the subscription is at its cap.
     pub fn wait_for_place(&self, name: &str) -> Duration {
         let mut usage = self.usage.lock().expect("the caps lock is never poisoned");
-        let entry = usage.entry(name.to_owned()).or_default();
+        let (_, entry) = entry(&mut usage, name);
         let average = entry.average.unwrap_or(SLOW.as_secs_f64());
         let per_place = Duration::from_secs_f64(average / self.limit.max(1) as f64);
         let now = Instant::now();
@@ -103,11 +105,25 @@ impl InFlightCaps {
     }
 }
 
+/// The usage of `name` (created on first sight) and its shared key.
+fn entry<'a>(usage: &'a mut Table, name: &str) -> (Arc<str>, &'a mut Usage) {
+    let key = match usage.get_key_value(name) {
+        Some((key, _)) => key.clone(),
+        None => {
+            let key: Arc<str> = Arc::from(name);
+            usage.insert(key.clone(), Usage::default());
+            key
+        }
+    };
+    let entry = usage.get_mut(name).expect("found or inserted just above");
+    (key, entry)
+}
+
 impl Drop for CapGuard {
     fn drop(&mut self) {
         let took = self.started.elapsed().as_secs_f64();
         let mut usage = self.usage.lock().expect("the caps lock is never poisoned");
-        if let Some(entry) = usage.get_mut(&self.name) {
+        if let Some(entry) = usage.get_mut(&*self.name) {
             entry.in_flight -= 1;
             if self.unused {
                 return;
