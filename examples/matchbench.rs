@@ -10,9 +10,9 @@ use std::{
 };
 
 use herald::{
-    delivery::credentials::Credentials,
-    ingest::envelope,
+    event,
     subscriptions::{
+        credentials::Credentials,
         model::Subscription,
         snapshot::{Compiled, Snapshot},
     },
@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
             let env = ["prod", "dev", "staging"][i % 3];
             let body = json!({"type": TYPES[i % TYPES.len()],
                               "labels": {"env": env, "project": format!("p{}", i % 500), "team": format!("t{}", i % 50)}});
-            envelope::decode(body.to_string().as_bytes()).map(|d| d.event)
+            event::decode(body.to_string().as_bytes()).map(|d| d.event)
         })
         .collect::<Result<_, _>>()?;
     let mut times = Vec::with_capacity(events.len() * 5);

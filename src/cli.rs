@@ -9,10 +9,14 @@ use serde_json::{Map, Value};
 
 use crate::{
     app::{App, Role},
-    broker::{publisher::Headers, session::Session},
+    broker::{
+        headers::Headers,
+        publisher::Destination,
+        session::{Session, SessionSpec},
+        topology::Topology,
+    },
     config::Config,
-    ingest::envelope,
-    shutdown,
+    event, shutdown,
 };
 
 #[derive(Debug, Parser)]
@@ -118,15 +122,21 @@ async fn publish(config: &Config, args: PublishArgs) -> anyhow::Result<()> {
     }
     let body = serde_json::to_vec(&Value::Object(event))?;
     // Validate here so a typo is an error now, not a line in <prefix>.rejected later.
-    let decoded = envelope::decode(&body).map_err(|e| anyhow::anyhow!("invalid event: {e}"))?;
+    let decoded = event::decode(&body).map_err(|e| anyhow::anyhow!("invalid event: {e}"))?;
     let body = decoded.event.to_json();
     // A producer publishes; declaring is `herald serve`'s job (with its queue arguments).
-    let session = Session::open(&config.amqp, None, "publish", false).await?;
-    let exchange = format!("{}.events", config.amqp.prefix);
-    let result = session
-        .publisher()
-        .publish(&exchange, &args.event_type, &body, Headers::new().build())
-        .await;
+    let spec = SessionSpec {
+        name: "publish",
+        declare: None,
+        consume: false,
+    };
+    let session = Session::open(&config.amqp, spec).await?;
+    let exchange = Topology::events_of(&config.amqp.prefix);
+    let to = Destination::Exchange {
+        name: &exchange,
+        routing_key: &decoded.event.event_type,
+    };
+    let result = session.publisher().publish(to, &body, Headers::new()).await;
     session.close().await;
     result.with_context(|| {
         format!("publishing to {exchange} (does `herald serve` run with this amqp.prefix?)")

@@ -2,15 +2,20 @@
 //! Layers, later wins: the embedded default file, `--config FILE`, then
 //! `HERALD__SECTION__KEY` environment variables. Every error names its key.
 
-use std::{fmt, net::SocketAddr, num::NonZeroU32, path::Path, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    path::Path,
+    time::Duration,
+};
 
 use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-
-use crate::delivery::{egress::EgressPolicy, retry::RetryPolicy};
 
 /// The documented defaults: `config/herald.toml` is both the file users read and the base layer.
 pub const DEFAULTS: &str = include_str!("../config/herald.toml");
@@ -41,7 +46,7 @@ pub struct AmqpConfig {
     /// Unacknowledged messages a worker holds per consumer.
     pub prefetch: u16,
     /// A publisher confirm that takes longer is an unknown outcome: the input is requeued.
-    #[serde(with = "duration")]
+    #[serde(with = "humantime_serde")]
     pub confirm_timeout: Duration,
     /// Deliveries of one message after which a quorum queue moves it to `<prefix>.dead`.
     pub delivery_limit: NonZeroU32,
@@ -78,7 +83,7 @@ pub struct WorkerConfig {
     /// Delivery attempts a worker runs at once.
     pub concurrency: NonZeroU32,
     /// On SIGTERM, how long in-flight attempts may take before the rest is returned to the queue.
-    #[serde(with = "duration")]
+    #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
 }
 
@@ -86,17 +91,17 @@ pub struct WorkerConfig {
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// Total deadline of one attempt; a subscription's `timeout` overrides it.
-    #[serde(with = "duration")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Attempts per delivery, the first included; a subscription's `max_attempts` overrides it.
     pub max_attempts: NonZeroU32,
     /// Delay before the first retry.
-    #[serde(with = "duration")]
+    #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
     /// Each further retry waits this many times longer (+-20 % jitter).
     pub retry_multiplier: f64,
     /// No retry waits longer than this.
-    #[serde(with = "duration")]
+    #[serde(with = "humantime_serde")]
     pub retry_max_delay: Duration,
     /// Bytes of a response body herald reads; the rest is never read.
     pub max_response_bytes: usize,
@@ -106,8 +111,8 @@ pub struct DeliveryConfig {
     /// Allow loopback, private, link-local, CGNAT and unique-local targets (cloud metadata never).
     pub allow_private_targets: bool,
     /// Networks delivery may reach even when private targets are refused (e.g. ["10.20.0.0/16"]).
-    #[serde(deserialize_with = "string_list")]
-    pub allowed_cidrs: Vec<String>,
+    #[serde(deserialize_with = "cidr_list")]
+    pub allowed_cidrs: Vec<IpNet>,
     /// Refuse plain-http subscription URLs.
     pub https_only: bool,
 }
@@ -133,7 +138,7 @@ pub struct MetricsConfig {
     /// Add a `subscription` label to delivery metrics.
     pub per_subscription: bool,
     /// How often a worker reads its queues' depths for `herald_queue_messages`.
-    #[serde(with = "duration")]
+    #[serde(with = "humantime_serde")]
     pub queue_refresh: Duration,
 }
 
@@ -217,20 +222,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_prefix("amqp.prefix", &self.amqp.prefix)?;
         check_prefix("redis.prefix", &self.redis.prefix)?;
-        let amqp = self.amqp.url.expose();
-        if !(amqp.starts_with("amqp://") || amqp.starts_with("amqps://")) {
-            return Err(ConfigError::new(
-                "amqp.url",
-                "must start with amqp:// or amqps://",
-            ));
-        }
-        let redis = self.redis.url.expose();
-        if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
-            return Err(ConfigError::new(
-                "redis.url",
-                "must start with redis:// or rediss://",
-            ));
-        }
+        check_scheme("amqp.url", &self.amqp.url, &["amqp://", "amqps://"])?;
+        check_scheme("redis.url", &self.redis.url, &["redis://", "rediss://"])?;
         if self.amqp.prefetch == 0 {
             return Err(ConfigError::new("amqp.prefetch", "must be at least 1"));
         }
@@ -240,35 +233,7 @@ impl Config {
                 "must be more than 0",
             ));
         }
-        let d = &self.delivery;
-        if d.timeout.is_zero() {
-            return Err(ConfigError::new("delivery.timeout", "must be more than 0"));
-        }
-        if d.retry_initial < Duration::from_millis(1) {
-            return Err(ConfigError::new(
-                "delivery.retry_initial",
-                "must be at least 1ms",
-            ));
-        }
-        if !(d.retry_multiplier.is_finite() && d.retry_multiplier >= 1.0) {
-            return Err(ConfigError::new(
-                "delivery.retry_multiplier",
-                format!("must be a number >= 1, not {}", d.retry_multiplier),
-            ));
-        }
-        if d.retry_max_delay < d.retry_initial {
-            return Err(ConfigError::new(
-                "delivery.retry_max_delay",
-                "must be at least delivery.retry_initial",
-            ));
-        }
-        if d.max_response_bytes == 0 {
-            return Err(ConfigError::new(
-                "delivery.max_response_bytes",
-                "must be at least 1",
-            ));
-        }
-        self.egress_policy()?;
+        self.delivery.validate()?;
         if self.metrics.queue_refresh < Duration::from_millis(100) {
             return Err(ConfigError::new(
                 "metrics.queue_refresh",
@@ -295,31 +260,64 @@ impl Config {
         Ok(())
     }
 
-    /// The retry schedule with the delivery defaults; a subscription may override `max_attempts`.
-    pub fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            initial: self.delivery.retry_initial,
-            multiplier: self.delivery.retry_multiplier,
-            max_delay: self.delivery.retry_max_delay,
-            max_attempts: self.delivery.max_attempts.get(),
-        }
-    }
-
-    /// Where delivery may connect, from `delivery.allow_private_targets`, `allowed_cidrs`, `https_only`.
-    pub fn egress_policy(&self) -> Result<EgressPolicy, ConfigError> {
-        let d = &self.delivery;
-        EgressPolicy::new(d.allow_private_targets, &d.allowed_cidrs, d.https_only).map_err(|err| {
-            let text = err.to_string();
-            let message = text
-                .strip_prefix("delivery.allowed_cidrs: ")
-                .unwrap_or(&text);
-            ConfigError::new("delivery.allowed_cidrs", message)
-        })
-    }
-
     /// The effective configuration as TOML, secrets masked: what `herald check-config` prints.
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config serializes: every field is plain data")
+    }
+}
+
+impl DeliveryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("delivery.timeout", "must be more than 0"));
+        }
+        if self.retry_initial < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "delivery.retry_initial",
+                "must be at least 1ms",
+            ));
+        }
+        if !(self.retry_multiplier.is_finite() && self.retry_multiplier >= 1.0) {
+            return Err(ConfigError::new(
+                "delivery.retry_multiplier",
+                format!("must be a number >= 1, not {}", self.retry_multiplier),
+            ));
+        }
+        if self.retry_max_delay < self.retry_initial {
+            return Err(ConfigError::new(
+                "delivery.retry_max_delay",
+                "must be at least delivery.retry_initial",
+            ));
+        }
+        if self.max_response_bytes == 0 {
+            return Err(ConfigError::new(
+                "delivery.max_response_bytes",
+                "must be at least 1",
+            ));
+        }
+        // Bits past the prefix make it unclear which network was meant.
+        if let Some(cidr) = self.allowed_cidrs.iter().find(|c| c.trunc() != **c) {
+            return Err(ConfigError::new(
+                "delivery.allowed_cidrs",
+                format!(
+                    "{:?} has host bits set (the network is {:?})",
+                    cidr.to_string(),
+                    cidr.trunc().to_string()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_scheme(key: &str, url: &SecretUrl, schemes: &[&str]) -> Result<(), ConfigError> {
+    if schemes.iter().any(|s| url.expose().starts_with(s)) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("must start with {}", schemes.join(" or ")),
+        ))
     }
 }
 
@@ -414,15 +412,16 @@ impl Serialize for SecretUrl {
     }
 }
 
-/// A list given as a TOML array, or as one comma-separated string (handy in an environment variable).
-fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// CIDRs given as a TOML array, or as one comma-separated string (handy in an
+/// environment variable). Each is `address/prefix`; the prefix is digits only.
+fn cidr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
         One(String),
         Many(Vec<String>),
     }
-    Ok(match OneOrMany::deserialize(d)? {
+    let texts: Vec<String> = match OneOrMany::deserialize(d)? {
         OneOrMany::One(s) => s
             .split(',')
             .map(str::trim)
@@ -430,25 +429,21 @@ fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
             .map(str::to_owned)
             .collect(),
         OneOrMany::Many(list) => list,
-    })
-}
-
-/// Human durations (`250ms`, `5s`, `1h`) with an error that quotes the value.
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)
-            .map_err(|_| D::Error::custom("expected a duration string like \"5s\""))?;
-        humantime::parse_duration(&text)
-            .map_err(|_| D::Error::custom(format!("invalid duration {text:?}")))
-    }
-
-    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*value).to_string())
-    }
+    };
+    texts
+        .iter()
+        .map(|text| {
+            // ipnet reads `010.0.0.0` as 10.0.0.0 where other tools read octal 8.0.0.0;
+            // std's address parser refuses leading zeros, so an ambiguous entry fails.
+            let unambiguous = text
+                .split_once('/')
+                .is_some_and(|(address, _)| address.parse::<IpAddr>().is_ok());
+            text.parse()
+                .ok()
+                .filter(|_| unambiguous)
+                .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a CIDR")))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -482,7 +477,7 @@ mod tests {
         let err = with("[delivery]\ntimeout = \"banana\"").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "delivery.timeout: invalid duration \"banana\""
+            "delivery.timeout: invalid value string \"banana\", expected a duration"
         );
     }
 
@@ -509,14 +504,47 @@ mod tests {
     #[test]
     fn allowed_cidrs_take_a_list_or_a_comma_separated_string() {
         let config = with("[delivery]\nallowed_cidrs = \"10.1.0.0/16, 192.168.5.0/24\"").unwrap();
-        assert_eq!(
-            config.delivery.allowed_cidrs,
-            ["10.1.0.0/16", "192.168.5.0/24"]
-        );
+        let cidrs = |config: Config| -> Vec<String> {
+            let cidrs = config.delivery.allowed_cidrs.iter();
+            cidrs.map(ToString::to_string).collect()
+        };
+        assert_eq!(cidrs(config), ["10.1.0.0/16", "192.168.5.0/24"]);
         let config = with("[delivery]\nallowed_cidrs = [\"10.1.0.0/16\"]").unwrap();
-        assert_eq!(config.delivery.allowed_cidrs, ["10.1.0.0/16"]);
-        let err = with("[delivery]\nallowed_cidrs = [\"10.1.0.0/33\"]").unwrap_err();
-        assert_eq!(err.key, "delivery.allowed_cidrs");
+        assert_eq!(cidrs(config), ["10.1.0.0/16"]);
+    }
+
+    #[test]
+    fn a_malformed_cidr_is_refused_naming_the_key_and_the_value() {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0.0/-1",
+            "10.0.0.0/0008",
+            "010.0.0.0/8",
+            "10.0.0/8",
+            " 10.0.0.0/8",
+            "fe80::/129",
+            "[fe80::]/64",
+            "example.com/24",
+            "",
+        ] {
+            let err = with(&format!("[delivery]\nallowed_cidrs = [{bad:?}]")).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("delivery.allowed_cidrs: {bad:?} is not a CIDR")
+            );
+        }
+    }
+
+    #[test]
+    fn a_cidr_with_host_bits_set_is_refused_naming_the_network() {
+        let err = with("[delivery]\nallowed_cidrs = \"10.1.2.3/16\"").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "delivery.allowed_cidrs: \"10.1.2.3/16\" has host bits set (the network is \"10.1.0.0/16\")"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use axum::{
 };
 use time::OffsetDateTime;
 
-use crate::delivery::signature::{SigningSecret, verify};
+use crate::subscriptions::signature::{SigningSecret, verify};
 
 /// Verifiers reject signatures older (or newer) than this.
 const TOLERANCE_SECS: i64 = 5 * 60;

@@ -22,9 +22,10 @@ struct Policies {
 }
 
 static POLICIES: LazyLock<Policies> = LazyLock::new(|| {
-    let policy = |allow_private, cidrs: &[&str], https_only| {
-        let cidrs: Vec<String> = cidrs.iter().map(|c| (*c).to_owned()).collect();
-        EgressPolicy::new(allow_private, &cidrs, https_only).expect("valid test policy")
+    let policy = |allow_private, cidrs: &[&str], https_only| EgressPolicy {
+        allow_private,
+        allowed: cidrs.iter().map(|c| c.parse().expect("a valid CIDR")).collect(),
+        https_only,
     };
     let policies = Policies {
         default: policy(false, &[], false),

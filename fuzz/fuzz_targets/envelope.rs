@@ -1,9 +1,9 @@
-//! Envelope decoding (`ingest::envelope::decode`), the first thing herald does with bytes a
+//! Envelope decoding (`event::decode`), the first thing herald does with bytes a
 //! producer sent. Any input: no panic. A decoded event's canonical JSON decodes again to
 //! the same event, and is a fixed point: encoding that second decode gives the same bytes.
 #![no_main]
 
-use herald::ingest::envelope::{Event, decode};
+use herald::event::{Event, decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

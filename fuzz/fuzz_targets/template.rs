@@ -1,4 +1,4 @@
-//! Subscription templates (`delivery::template`): MiniJinja source a user saves through the
+//! Subscription templates (`subscriptions::template`): MiniJinja source a user saves through the
 //! API, rendered on every delivery. The input is the template, used as the body and as a
 //! header value, rendered against a fixed sample event. Compiling never panics; rendering
 //! always finishes (fuel; libFuzzer's `-timeout` flags a render that does not), a body
@@ -8,11 +8,11 @@
 
 use std::sync::{Arc, LazyLock};
 
-use herald::delivery::credentials::Credentials;
-use herald::delivery::template::{
+use herald::subscriptions::credentials::Credentials;
+use herald::subscriptions::template::{
     Context, MAX_BODY_BYTES, MAX_LINE_BYTES, RenderError, Templates, is_template,
 };
-use herald::ingest::envelope::{Event, decode};
+use herald::event::{Event, decode};
 use herald::subscriptions::model::Subscription;
 use libfuzzer_sys::fuzz_target;
 

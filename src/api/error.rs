@@ -9,7 +9,9 @@ use axum::{
 use serde_json::{Value, json};
 use tracing::error;
 
-use crate::{broker::publisher::PublishError, subscriptions::store::StoreError};
+use crate::{
+    broker::publisher::PublishError, field_error::FieldError, subscriptions::store::StoreError,
+};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -55,22 +57,15 @@ impl ApiError {
 
     /// 422 naming the field.
     pub fn invalid(field: &str, message: &str) -> Self {
-        let mut err = Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            format!("{field}: {message}"),
-        );
-        err.details
-            .push(json!({"field": field, "message": message}));
-        err
+        FieldError::new(field, message).into()
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
-    pub fn internal(err: &dyn std::error::Error) -> Self {
-        error!(error = %chain(err), "internal error in the API");
+    pub fn internal(err: anyhow::Error) -> Self {
+        error!(error = format!("{err:#}"), "internal error in the API");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -83,18 +78,6 @@ impl ApiError {
     }
 }
 
-/// An error and its sources on one line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =
@@ -103,21 +86,37 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// 422 naming the field.
+impl From<FieldError> for ApiError {
+    fn from(err: FieldError) -> Self {
+        let details = vec![json!({"field": err.field, "message": err.message})];
+        Self {
+            details,
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", err.to_string())
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable(_) => {
-                tracing::warn!(error = %chain(&err), "subscription store unavailable");
+                let err = anyhow::Error::from(err);
+                tracing::warn!(error = format!("{err:#}"), "subscription store unavailable");
                 Self::unavailable("subscription store (Redis) unavailable")
             }
-            StoreError::Corrupt(..) => Self::internal(&err),
+            StoreError::Corrupt(..) => Self::internal(err.into()),
         }
     }
 }
 
 impl From<PublishError> for ApiError {
     fn from(err: PublishError) -> Self {
-        tracing::warn!(error = %chain(&err), "publish for the API failed");
-        Self::unavailable(format!("broker unavailable: {err}"))
+        let message = format!("broker unavailable: {err}");
+        tracing::warn!(
+            error = format!("{:#}", anyhow::Error::from(err)),
+            "publish for the API failed"
+        );
+        Self::unavailable(message)
     }
 }

@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use axum::{Json, extract::State, http::StatusCode};
 use futures_util::future::try_join_all;
-use lapin::types::FieldTable;
 use serde_json::{Value, json};
 
 use super::{AppState, error::ApiError, extract::JsonBody};
-use crate::ingest::envelope::{Decoded, decode_value};
+use crate::{
+    broker::{headers::Headers, publisher::Destination},
+    event::{Decoded, decode_value},
+    field_error::FieldError,
+};
 
 /// Events one request may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -30,35 +33,28 @@ pub async fn publish(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| {
-                    decode_value(item)
-                        .map_err(|e| ApiError::invalid(&format!("[{i}].{}", e.field), &e.message))
-                })
-                .collect::<Result<_, _>>()?
+                .map(|(i, item)| decode_value(item).map_err(|e| e.in_item(i)))
+                .collect::<Result<_, FieldError>>()?
         }
-        single => vec![decode_value(single).map_err(|e| ApiError::invalid(&e.field, &e.message))?],
+        single => vec![decode_value(single)?],
     };
-    let (publisher, fault) = state.link.publisher()?;
     let exchange = state.topology.events();
     let publishes = decoded.iter().map(|d| {
-        let publisher = &publisher;
+        let link = &state.link;
         async move {
             let mut body = serde_json::to_value(&d.event).expect("an Event always serialises");
             if d.webhooks_disabled {
                 body["webhooks_disabled"] = Value::Bool(true);
             }
             let bytes = serde_json::to_vec(&body).expect("a JSON value always serialises");
-            publisher
-                .publish(exchange, &d.event.event_type, &bytes, FieldTable::default())
-                .await
+            let to = Destination::Exchange {
+                name: exchange,
+                routing_key: &d.event.event_type,
+            };
+            link.publish(to, &bytes, Headers::new()).await
         }
     });
-    if let Err(err) = try_join_all(publishes).await {
-        if err.needs_new_session() {
-            fault.cancel();
-        }
-        return Err(err.into());
-    }
+    try_join_all(publishes).await?;
     let ids: Vec<&str> = decoded.iter().map(|d| d.event.id.as_str()).collect();
     Ok((StatusCode::ACCEPTED, Json(json!({ "ids": ids }))))
 }

@@ -18,7 +18,7 @@ pub async fn healthz() -> Json<Value> {
 }
 
 pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
-    let broker = state.health.broker_connected();
+    let broker = state.connectivity.all_up();
     let subs = &state.subscriptions;
     let redis = subs.redis_connected();
     let snapshot = subs.is_loaded();
@@ -61,11 +61,20 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     // Gauges of state are read at scrape time: never stale, no timer needed.
-    let metrics = &state.metrics;
+    let (metrics, subscriptions) = (&state.metrics, &state.subscriptions);
     metrics
         .broker_connected
-        .set(i64::from(state.health.broker_connected()));
-    if let Some(age) = state.subscriptions.age() {
+        .set(i64::from(state.connectivity.all_up()));
+    metrics
+        .redis_connected
+        .set(i64::from(subscriptions.redis_connected()));
+    if subscriptions.is_loaded() {
+        let count = subscriptions.load().len();
+        metrics
+            .subscriptions
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    if let Some(age) = subscriptions.age() {
         metrics.snapshot_age.set(age.as_secs_f64());
     }
     (

@@ -19,8 +19,7 @@ use axum::{
 };
 
 use crate::{
-    app::Health,
-    broker::{link::Link, topology::Topology},
+    broker::{connectivity::Connectivity, link::Link, topology::Topology},
     config::Config,
     delivery::http::HttpClient,
     metrics::Metrics,
@@ -35,14 +34,23 @@ pub struct AppState {
     pub subscriptions: Arc<Subscriptions>,
     pub link: Arc<Link>,
     pub topology: Arc<Topology>,
-    pub health: Arc<Health>,
+    /// The broker sessions this process keeps (the API link, the worker's).
+    pub connectivity: Arc<Connectivity>,
     /// The delivery client: `POST /v1/subscriptions/{name}/test` sends with it, and
     /// its SSRF guard refuses forbidden literal targets when a subscription is saved.
     pub http: HttpClient,
 }
 
-/// With `serve_v1 = false` (a worker-only process) only health and metrics are routed.
-pub fn router(state: Arc<AppState>, serve_v1: bool) -> Router {
+/// Which routes a process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// Every route: the process runs the API.
+    All,
+    /// Health and metrics only: a worker-only process.
+    HealthAndMetrics,
+}
+
+pub fn router(state: Arc<AppState>, routes: Routes) -> Router {
     let v1 = Router::new()
         .route("/v1/events", post(events::publish))
         .route(
@@ -69,7 +77,7 @@ pub fn router(state: Arc<AppState>, serve_v1: bool) -> Router {
             state.clone(),
             auth::require_token,
         ));
-    let base = if serve_v1 {
+    let base = if routes == Routes::All {
         Router::new().merge(v1)
     } else {
         Router::new()

@@ -13,39 +13,45 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::{AppState, error::ApiError, extract::JsonBody};
-use crate::subscriptions::{
-    model::{FieldError, Subscription, check_name, merge_patch},
-    store::{Expect, Written},
+use crate::{
+    field_error::FieldError,
+    subscriptions::{
+        input::merge_patch,
+        model::{Subscription, check_name},
+        store::{Expect, Written},
+        template::is_template,
+    },
 };
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
-fn field_error(err: FieldError) -> ApiError {
-    ApiError::invalid(&err.field, &err.message)
-}
-
 /// A literal forbidden address (or scheme) is refused when saved; host names are
 /// judged again at every connect, where DNS can have changed its answer.
 fn check_target(state: &AppState, sub: &Subscription) -> Result<(), FieldError> {
-    if crate::delivery::template::is_template(&sub.url) {
+    if is_template(&sub.url) {
         return Ok(()); // judged after rendering, at every attempt
     }
-    let url = reqwest::Url::parse(&sub.url).map_err(|e| FieldError {
-        field: "url".into(),
-        message: format!("not a URL: {e}"),
-    })?;
+    let url = reqwest::Url::parse(&sub.url)
+        .map_err(|e| FieldError::new("url", format!("not a URL: {e}")))?;
     state
         .http
         .policy()
         .check_url(&url)
-        .map_err(|refusal| FieldError {
-            field: "url".into(),
-            message: refusal.to_string(),
-        })
+        .map_err(|refusal| FieldError::new("url", refusal))
 }
 
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("no subscription named {name:?}"))
+}
+
+/// The stored subscription `name`, or a 404.
+pub(super) async fn stored(state: &AppState, name: &str) -> Result<Subscription, ApiError> {
+    let (sub, _) = state
+        .store
+        .get(name)
+        .await?
+        .ok_or_else(|| not_found(name))?;
+    Ok(sub)
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Reply {
@@ -55,8 +61,8 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Reply {
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, JsonBody(body): JsonBody) -> Reply {
-    let sub = Subscription::from_json(&body, None).map_err(field_error)?;
-    check_target(&state, &sub).map_err(field_error)?;
+    let sub = Subscription::from_json(&body, None)?;
+    check_target(&state, &sub)?;
     match state.store.write(&sub, Expect::Absent).await? {
         Written::Conflict => Err(ApiError::conflict(format!(
             "a subscription named {:?} exists; PUT replaces it",
@@ -67,11 +73,7 @@ pub async fn create(State(state): State<Arc<AppState>>, JsonBody(body): JsonBody
 }
 
 pub async fn get(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Reply {
-    let (sub, _) = state
-        .store
-        .get(&name)
-        .await?
-        .ok_or_else(|| not_found(&name))?;
+    let sub = stored(&state, &name).await?;
     Ok((StatusCode::OK, Json(sub.public_json())))
 }
 
@@ -80,7 +82,7 @@ pub async fn put(
     Path(name): Path<String>,
     JsonBody(mut body): JsonBody,
 ) -> Reply {
-    check_name(&name).map_err(field_error)?;
+    check_name(&name)?;
     match body.get("name") {
         None | Some(Value::Null) => {
             if let Some(obj) = body.as_object_mut() {
@@ -92,9 +94,8 @@ pub async fn put(
     }
     for _ in 0..10 {
         let existing = state.store.get(&name).await?;
-        let sub = Subscription::from_json(&body, existing.as_ref().map(|(s, _)| s))
-            .map_err(field_error)?;
-        check_target(&state, &sub).map_err(field_error)?;
+        let sub = Subscription::from_json(&body, existing.as_ref().map(|(s, _)| s))?;
+        check_target(&state, &sub)?;
         let expect = match &existing {
             Some((_, raw)) => Expect::Current(raw),
             None => Expect::Absent,
@@ -140,8 +141,7 @@ pub async fn patch(
             Ok::<_, FieldError>(true)
         })
         .await?
-        .ok_or_else(|| not_found(&name))?
-        .map_err(field_error)?;
+        .ok_or_else(|| not_found(&name))??;
     Ok((StatusCode::OK, Json(updated.public_json())))
 }
 
@@ -157,11 +157,7 @@ pub async fn delete(
 }
 
 pub async fn secret(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Reply {
-    let (sub, _) = state
-        .store
-        .get(&name)
-        .await?
-        .ok_or_else(|| not_found(&name))?;
+    let sub = stored(&state, &name).await?;
     Ok((StatusCode::OK, Json(secret_json(&sub))))
 }
 

@@ -11,14 +11,11 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{AppState, error::ApiError};
+use super::{AppState, error::ApiError, subscriptions::stored};
 use crate::{
-    delivery::{
-        request::signed_request,
-        task::DeliveryTask,
-        template::{RenderError, Templates},
-    },
-    ingest::envelope::{self, Event},
+    delivery::{request::signed_request, task::DeliveryTask},
+    event::{self, Event},
+    subscriptions::template::{RenderError, Templates},
 };
 
 /// Characters of the endpoint's answer shown in the reply.
@@ -29,21 +26,13 @@ pub async fn send(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (sub, _) = state
-        .store
-        .get(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no subscription named {name:?}")))?;
+    let sub = stored(&state, &name).await?;
     let event = sample_or(&body)?;
-    let task = DeliveryTask {
-        subscription: sub.name.clone(),
-        attempt: 1,
-        body: event.to_json().into(),
-        event: Arc::new(event),
-    };
+    let body = event.to_json().into();
+    let task = DeliveryTask::first(&sub.name, Arc::new(event), body);
     let started = Instant::now();
     let templates = Templates::compile(&sub, Some(state.subscriptions.credentials().clone()))
-        .map_err(|(field, message)| RenderError::Template(format!("{field}: {message}")));
+        .map_err(|err| RenderError::Template(err.to_string()));
     let request = templates
         .and_then(|t| signed_request(&sub, t.as_ref(), &task, state.config.delivery.timeout));
     let result = match request {
@@ -80,13 +69,9 @@ fn sample_or(body: &[u8]) -> Result<Event, ApiError> {
             "source": "herald",
             "data": {"message": "a test delivery from herald"},
         });
-        return envelope::decode_value(&sample)
-            .map(|d| d.event)
-            .map_err(|e| ApiError::invalid(&e.field, &e.message));
+        return Ok(event::decode_value(&sample)?.event);
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
-    envelope::decode_value(&value)
-        .map(|d| d.event)
-        .map_err(|e| ApiError::invalid(&e.field, &e.message))
+    Ok(event::decode_value(&value)?.event)
 }

@@ -1,59 +1,169 @@
-//! The consume loop every stage shares: a permit from a semaphore for each
-//! message (bounded concurrency on top of the prefetch), each message handled
-//! on the tracker, and an explicit end when the stream ends or errors, so the
-//! supervisor reconnects instead of sitting idle.
+//! The consume loop every stage shares, and the only place messages are
+//! settled. Each message is handled on the tracker under a permit from a
+//! semaphore (bounded concurrency on top of the prefetch); its handler says
+//! what should become of it, and the loop acks it, or requeues it and, when
+//! the handler found the session broken, trips the session's fault token.
+//! The loop ends explicitly when the stream ends or errors, so the worker
+//! reconnects instead of sitting idle.
 
 use std::{future::Future, sync::Arc};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use lapin::{Consumer, message::Delivery};
+use lapin::{
+    Acker, BasicProperties,
+    message::Delivery,
+    options::{BasicAckOptions, BasicNackOptions},
+};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, warn};
 
-/// What a stage does with one message; it must ack, nack or leave it for redelivery.
+use super::{headers, publisher::PublishError};
+
+/// One message taken from a queue: its body and the headers it came with.
+pub struct Message {
+    pub body: Bytes,
+    properties: BasicProperties,
+}
+
+impl Message {
+    /// A header as text, whichever string or integer type the producer used.
+    pub fn header_text(&self, name: &str) -> Option<String> {
+        headers::read_text(self.properties.headers().as_ref(), name)
+    }
+
+    /// A header as an integer, from any integer type or a decimal string.
+    pub fn header_int(&self, name: &str) -> Option<i64> {
+        headers::read_int(self.properties.headers().as_ref(), name)
+    }
+}
+
+/// What should become of a message once its handler is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Everything it caused is confirmed by the broker.
+    Ack,
+    /// Back to its queue to be taken again: a duplicate, never a loss.
+    Requeue,
+    /// Back to its queue, and the session is broken (a queue or binding gone,
+    /// the channel closed): the worker opens a new one, redeclaring the topology.
+    RequeueAndReconnect,
+}
+
+impl Settle {
+    /// Ack once the follow-ups a message caused are published; otherwise requeue it.
+    pub fn after(published: Result<(), PublishError>) -> Self {
+        match published {
+            Ok(()) => Self::Ack,
+            Err(err) => {
+                warn!(error = %err, "follow-up not confirmed, message returned to its queue");
+                if err.needs_new_session() {
+                    Self::RequeueAndReconnect
+                } else {
+                    Self::Requeue
+                }
+            }
+        }
+    }
+}
+
+/// What a stage does with one message.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(self: Arc<Self>, delivery: Delivery) -> impl Future<Output = ()> + Send;
+    fn handle(self: Arc<Self>, message: Message) -> impl Future<Output = Settle> + Send;
 }
 
 /// Why a consume loop returned.
 #[derive(Debug)]
 pub enum ConsumeEnd {
-    /// `stop` was cancelled: shutdown or a fault elsewhere in the session.
+    /// `stop` was cancelled.
     Stopped,
-    /// The broker cancelled the consumer, closed the channel, or the connection failed.
+    /// The broker cancelled the consumer, closed the channel, or a connection
+    /// of the session failed; the session's fault token is tripped.
     Ended(String),
 }
 
-/// Borrows `consumer`: dropping it closes its channel, which returns every
-/// unacked message, so the owner keeps it alive until in-flight work is done.
-pub async fn consume<H: Handler>(
-    consumer: &mut Consumer,
-    handler: Arc<H>,
-    slots: Arc<Semaphore>,
-    tracker: &TaskTracker,
-    stop: &CancellationToken,
-) -> ConsumeEnd {
-    loop {
-        let next = tokio::select! {
-            () = stop.cancelled() => return ConsumeEnd::Stopped,
-            next = consumer.next() => next,
-        };
-        match next {
-            Some(Ok(delivery)) => {
-                // The permit is taken after the message arrives: an idle consumer holds
-                // no slot another stage could use; prefetch bounds what waits here.
-                let permit = tokio::select! {
-                    () = stop.cancelled() => return ConsumeEnd::Stopped,
-                    permit = slots.clone().acquire_owned() => permit.expect("the slot semaphore is never closed"),
+/// A consumer on a channel of its own. Dropping it closes the channel, which
+/// returns every unacked message to its queue: its owner keeps it until
+/// in-flight work is settled.
+pub struct Consumer {
+    inner: lapin::Consumer,
+    fault: CancellationToken,
+}
+
+impl Consumer {
+    pub(super) fn new(inner: lapin::Consumer, fault: CancellationToken) -> Self {
+        Self { inner, fault }
+    }
+
+    /// Hands each message to `handler` on `tracker`, at most as many at once as
+    /// `slots` has permits, until `stop`, a session fault, or the end of the stream.
+    pub async fn run<H: Handler>(
+        &mut self,
+        handler: Arc<H>,
+        slots: Arc<Semaphore>,
+        tracker: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> ConsumeEnd {
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return ConsumeEnd::Stopped,
+                () = self.fault.cancelled() => return ConsumeEnd::Ended("a connection of the session failed".into()),
+                next = self.inner.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(err)) => return self.end(format!("consumer failed: {err}")),
+                None => return self.end(format!("consumer of {} ended", self.inner.queue())),
+            };
+            // The permit is taken after the message arrives: an idle consumer holds
+            // no slot another stage could use; prefetch bounds what waits here.
+            let permit = tokio::select! {
+                () = stop.cancelled() => return ConsumeEnd::Stopped,
+                permit = slots.clone().acquire_owned() => permit.expect("the slot semaphore is never closed"),
+            };
+            let (handler, fault) = (handler.clone(), self.fault.clone());
+            tracker.spawn(async move {
+                let Delivery {
+                    data,
+                    properties,
+                    acker,
+                    ..
+                } = delivery;
+                // The body moves into the message: no copy.
+                let message = Message {
+                    body: Bytes::from(data),
+                    properties,
                 };
-                let handler = handler.clone();
-                tracker.spawn(async move {
-                    handler.handle(delivery).await;
-                    drop(permit);
-                });
-            }
-            Some(Err(err)) => return ConsumeEnd::Ended(format!("consumer failed: {err}")),
-            None => return ConsumeEnd::Ended(format!("consumer of {} ended", consumer.queue())),
+                let settle = handler.handle(message).await;
+                settle_message(&acker, settle, &fault).await;
+                drop(permit);
+            });
         }
+    }
+
+    fn end(&self, reason: String) -> ConsumeEnd {
+        self.fault.cancel();
+        ConsumeEnd::Ended(reason)
+    }
+}
+
+async fn settle_message(acker: &Acker, settle: Settle, fault: &CancellationToken) {
+    let settled = match settle {
+        Settle::Ack => acker.ack(BasicAckOptions::default()).await,
+        Settle::Requeue | Settle::RequeueAndReconnect => {
+            if settle == Settle::RequeueAndReconnect {
+                fault.cancel();
+            }
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            acker.nack(requeue).await
+        }
+    };
+    if let Err(err) = settled {
+        // The channel is gone; the broker redelivers the message: a duplicate.
+        debug!(error = %err, ?settle, "settling a message failed");
     }
 }

@@ -1,6 +1,7 @@
-//! Queue depths for `herald_queue_messages{queue}`: every `metrics.queue_refresh`
-//! a passive declare per herald queue on a channel of the worker's session.
-//! Cheap (no message is touched), never per message.
+//! Queue depths: every `every`, a passive declare per herald queue on a channel
+//! of the worker's session, each depth handed to `report` (the worker sets
+//! `herald_queue_messages{queue}` with it). Cheap (no message is touched),
+//! never per message.
 
 use std::time::Duration;
 
@@ -9,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{session::Session, topology::Topology};
-use crate::metrics::Metrics;
 
+/// Reads the depth of every queue of `topology` until `stop`.
 pub async fn watch(
     session: &Session,
     topology: &Topology,
-    metrics: &Metrics,
     every: Duration,
     stop: &CancellationToken,
+    report: impl Fn(&str, u32),
 ) {
     let mut channel: Option<Channel> = None;
     let mut tick = tokio::time::interval(every);
@@ -39,10 +40,7 @@ pub async fn watch(
                 .queue_declare(queue.as_str().into(), passive, FieldTable::default())
                 .await
             {
-                Ok(q) => metrics
-                    .queue_messages
-                    .with_label_values(&[queue.as_str()])
-                    .set(i64::from(q.message_count())),
+                Ok(q) => report(&queue, q.message_count()),
                 // A missing queue closes the channel (404); the next queue gets a new one.
                 Err(err) => debug!(queue, error = %err, "queue depth unavailable"),
             }

@@ -2,22 +2,31 @@
 //! current publisher and gets `Unavailable` (503) while the broker is away.
 //! The link reconnects with backoff until the app is cancelled.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{
-    publisher::{PublishError, Publisher},
-    session::{Session, reconnect_backoff},
+    connectivity::SessionUp,
+    headers::Headers,
+    publisher::{Destination, PublishError, Publisher},
+    reconnect::keep_session,
+    session::{Session, SessionSpec},
     topology::Topology,
 };
 use crate::config::AmqpConfig;
 
+/// A session's publisher and the token that says the session broke.
+struct Open {
+    publisher: Publisher,
+    fault: CancellationToken,
+}
+
 #[derive(Default)]
 pub struct Link {
-    session: ArcSwapOption<Session>,
+    open: ArcSwapOption<Open>,
 }
 
 impl Link {
@@ -26,58 +35,53 @@ impl Link {
     }
 
     /// Keeps a session open until `cancel`, declaring `topology` when given;
-    /// `on_change` hears every connect and disconnect.
+    /// `up` follows every connect and disconnect.
     pub async fn run(
         &self,
         config: &AmqpConfig,
-        topology: Option<&Topology>,
+        declare: Option<&Topology>,
+        up: SessionUp,
         cancel: &CancellationToken,
-        on_change: impl Fn(bool),
     ) {
-        let mut delays = reconnect_backoff();
-        while !cancel.is_cancelled() {
-            let opened = tokio::select! {
-                () = cancel.cancelled() => break,
-                opened = Session::open(config, topology, "api", false) => opened,
-            };
-            match opened {
-                Ok(session) => {
-                    info!("api connected to the broker");
-                    delays = reconnect_backoff();
-                    let session = Arc::new(session);
-                    self.session.store(Some(session.clone()));
-                    on_change(true);
-                    tokio::select! {
-                        () = cancel.cancelled() => {}
-                        () = session.fault().cancelled() => warn!("api broker session lost, reconnecting"),
-                    }
-                    self.session.store(None);
-                    on_change(false);
-                    session.close().await;
-                }
-                Err(err) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    warn!(
-                        error = format!("{err:#}"),
-                        delay_ms = delay.as_millis() as u64,
-                        "api cannot reach the broker, retrying"
-                    );
-                    tokio::select! {
-                        () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
+        let spec = SessionSpec {
+            name: "api",
+            declare,
+            consume: false,
+        };
+        let up = &up;
+        keep_session(config, spec, cancel, |session: Arc<Session>| async move {
+            info!("api connected to the broker");
+            self.open.store(Some(Arc::new(Open {
+                publisher: session.publisher().clone(),
+                fault: session.fault().clone(),
+            })));
+            up.set(true);
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = session.fault().cancelled() => {}
             }
+            self.open.store(None);
+            up.set(false);
+            Err("a connection of the session failed".into())
+        })
+        .await;
+    }
+
+    /// Publishes on the current session; a failure that shows the session
+    /// broken (a queue or binding gone) ends it, so the link opens a new one.
+    pub async fn publish(
+        &self,
+        to: Destination<'_>,
+        body: &[u8],
+        headers: Headers,
+    ) -> Result<(), PublishError> {
+        let open = self.open.load_full().ok_or(PublishError::Unavailable)?;
+        let published = open.publisher.publish(to, body, headers).await;
+        if let Err(err) = &published
+            && err.needs_new_session()
+        {
+            open.fault.cancel();
         }
-    }
-
-    pub fn publisher(&self) -> Result<(Publisher, CancellationToken), PublishError> {
-        let guard = self.session.load();
-        let session = guard.as_ref().ok_or(PublishError::Unavailable)?;
-        Ok((session.publisher().clone(), session.fault().clone()))
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.session.load().is_some()
+        published
     }
 }

@@ -1,9 +1,14 @@
-//! RabbitMQ plumbing, no webhook logic: names and declarations, confirmed
-//! publishing, sessions that reconnect, and the shared consume loop.
+//! RabbitMQ plumbing, no webhook logic: names and declarations, headers,
+//! confirmed publishing, sessions and the one loop that reopens them, the
+//! consume loop that settles every message, and queue depths. No module
+//! outside this one names a lapin type.
 
+pub mod connectivity;
 pub mod consumer;
 pub mod depth;
+pub mod headers;
 pub mod link;
 pub mod publisher;
+pub mod reconnect;
 pub mod session;
 pub mod topology;

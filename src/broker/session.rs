@@ -2,7 +2,7 @@
 //! confirm-mode channel, topology declared) and, for workers, a separate
 //! consuming connection: a memory alarm blocks publishers and must not stall
 //! acks. Anything failing on a session trips its `fault` token; its owner
-//! then drops it and opens a new one with backoff.
+//! then drops it and opens a new one (`reconnect`).
 
 use std::{
     sync::{
@@ -13,10 +13,9 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::{
-    Connection, ConnectionProperties, Consumer,
+    Connection, ConnectionProperties,
     options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     types::{FieldTable, LongString, ShortString},
     uri::AMQPUri,
@@ -24,7 +23,7 @@ use lapin::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{publisher::Publisher, topology::Topology};
+use super::{consumer::Consumer, publisher::Publisher, topology::Topology};
 use crate::config::AmqpConfig;
 
 /// How long one setup step (a connection handshake, declaring the topology,
@@ -52,7 +51,20 @@ async fn step<T>(what: &str, future: impl Future<Output = anyhow::Result<T>>) ->
         .map_err(|_| anyhow!("{what}: no answer from the broker within {SETUP_STEP_TIMEOUT:?}"))?
 }
 
+/// What a session is for.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSpec<'a> {
+    /// Names it in logs and its connections in the broker's management UI
+    /// (`herald <name> publish`, `herald <name> consume`).
+    pub name: &'static str,
+    /// Declares herald's exchange and queues once connected.
+    pub declare: Option<&'a Topology>,
+    /// Opens a second connection to consume on.
+    pub consume: bool,
+}
+
 pub struct Session {
+    name: &'static str,
     publish: Connection,
     consume: Option<Connection>,
     publisher: Publisher,
@@ -60,15 +72,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects, declares `topology` when given, and with `consume` opens the consuming connection too.
-    pub async fn open(
-        config: &AmqpConfig,
-        topology: Option<&Topology>,
-        name: &str,
-        consume: bool,
-    ) -> anyhow::Result<Self> {
+    /// Connects and does what `spec` asks; every step is bounded in time.
+    pub async fn open(config: &AmqpConfig, spec: SessionSpec<'_>) -> anyhow::Result<Self> {
         let fault = CancellationToken::new();
-        let opened = Self::establish(config, topology, name, consume, &fault).await;
+        let opened = Self::establish(config, spec, &fault).await;
         if opened.is_err() {
             // Ends the connection watchers of whatever was opened before the failure.
             fault.cancel();
@@ -78,11 +85,10 @@ impl Session {
 
     async fn establish(
         config: &AmqpConfig,
-        topology: Option<&Topology>,
-        name: &str,
-        consume: bool,
+        spec: SessionSpec<'_>,
         fault: &CancellationToken,
     ) -> anyhow::Result<Self> {
+        let name = spec.name;
         let blocked = Arc::new(AtomicBool::new(false));
         let publish_name = format!("herald {name} publish");
         let publish = step(
@@ -99,16 +105,17 @@ impl Session {
             Ok(channel)
         })
         .await?;
-        if let Some(topology) = topology {
+        if let Some(topology) = spec.declare {
             step("declaring the topology", topology.declare(&channel)).await?;
         }
-        let consume = if consume {
+        let consume = if spec.consume {
             let consume_name = format!("herald {name} consume");
             Some(step("connecting", connect(config, &consume_name, fault, None)).await?)
         } else {
             None
         };
         Ok(Self {
+            name,
             publish,
             consume,
             publisher: Publisher::new(channel, config.confirm_timeout, blocked),
@@ -116,13 +123,24 @@ impl Session {
         })
     }
 
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
     }
 
     /// Cancelled when a connection of this session failed: the session is done.
-    pub fn fault(&self) -> &CancellationToken {
+    /// Only `broker` trips it (a consume loop's handler found the session
+    /// broken, a publish for the API did); everyone else can wait for it.
+    pub(super) fn fault(&self) -> &CancellationToken {
         &self.fault
+    }
+
+    /// Returns once the session has failed.
+    pub async fn failed(&self) {
+        self.fault.cancelled().await;
     }
 
     /// A plain channel on the publishing connection, for housekeeping like queue depths.
@@ -136,7 +154,7 @@ impl Session {
             .consume
             .as_ref()
             .context("this session was opened without a consuming connection")?;
-        step(&format!("consuming {queue}"), async {
+        let consumer = step(&format!("consuming {queue}"), async {
             let channel = conn
                 .create_channel()
                 .await
@@ -148,14 +166,16 @@ impl Session {
             channel
                 .basic_consume(
                     ShortString::from(queue),
-                    ShortString::from(""),
+                    // No consumer tag: the broker makes one up.
+                    ShortString::default(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
                 .await
                 .with_context(|| format!("consuming {queue}"))
         })
-        .await
+        .await?;
+        Ok(Consumer::new(consumer, self.fault.clone()))
     }
 
     /// Closes both connections; whatever is unacked goes back to its queue.
@@ -241,16 +261,6 @@ fn amqp_uri(url: &str) -> anyhow::Result<AMQPUri> {
     let mut uri: AMQPUri = url.parse().map_err(anyhow::Error::msg)?;
     uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
     Ok(uri)
-}
-
-/// Reconnect delays: fast first, capped, jittered so a fleet does not stampede a restarted broker.
-pub fn reconnect_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ impl Topology {
             prefix: prefix.to_owned(),
             queue_type,
             delivery_limit,
-            events: format!("{prefix}.events"),
+            events: Self::events_of(prefix),
             deliveries: format!("{prefix}.deliveries"),
             dead: format!("{prefix}.dead"),
             rejected: format!("{prefix}.rejected"),
@@ -49,6 +49,11 @@ impl Topology {
     /// The topic exchange producers publish to, and the queue bound to all of it.
     pub fn events(&self) -> &str {
         &self.events
+    }
+
+    /// [`events`](Self::events) for `prefix`, for a producer that declares nothing.
+    pub fn events_of(prefix: &str) -> String {
+        format!("{prefix}.events")
     }
     pub fn deliveries(&self) -> &str {
         &self.deliveries

@@ -1,28 +1,33 @@
 //! Dead letters: a delivery that will not be attempted again, moved to
-//! `<p>.dead` with headers saying why, so it can be listed and replayed.
+//! `<p>.dead` with headers saying why (`crate::dead_letter`), so it can be
+//! listed and replayed.
 
 use bytes::Bytes;
 
 use super::{
-    outcome::{DeadReason, Failure},
+    outcome::Failure,
     task::{ATTEMPT_HEADER, SUBSCRIPTION_HEADER},
 };
-use crate::broker::{
-    publisher::{Headers, PublishError, Publisher},
-    topology::Topology,
+use crate::{
+    broker::{
+        headers::Headers,
+        publisher::{Destination, PublishError, Publisher},
+        topology::Topology,
+    },
+    dead_letter::{
+        ATTEMPTS_HEADER, DeadReason, LAST_ERROR_HEADER, LAST_STATUS_HEADER, REASON_HEADER,
+        SUBSCRIPTION_HEADER as DEAD_SUBSCRIPTION_HEADER,
+    },
 };
 
-pub const REASON_HEADER: &str = "x-herald-reason";
-pub const LAST_STATUS_HEADER: &str = "x-herald-last-status";
-pub const LAST_ERROR_HEADER: &str = "x-herald-last-error";
-pub const ATTEMPTS_HEADER: &str = "x-herald-attempts";
-pub const DEAD_SUBSCRIPTION_HEADER: &str = "x-herald-subscription";
-
-/// What ended a delivery, and after how many attempts (0: none was made).
+/// What ended a delivery.
 pub struct DeadLetter<'a> {
-    pub subscription: &'a str,
+    /// `None` when the task could not even be read.
+    pub subscription: Option<&'a str>,
     pub reason: DeadReason,
+    /// What went wrong last; `None` when no attempt was made (a disabled subscription).
     pub failure: Option<&'a Failure>,
+    /// Attempts made, 0 when none was.
     pub attempts: u32,
 }
 
@@ -31,15 +36,19 @@ pub async fn publish(
     publisher: &Publisher,
     topology: &Topology,
     body: &Bytes,
-    letter: DeadLetter<'_>,
+    letter: &DeadLetter<'_>,
 ) -> Result<(), PublishError> {
     let mut headers = Headers::new()
         .text(REASON_HEADER, letter.reason.as_str())
         .int(ATTEMPTS_HEADER, i64::from(letter.attempts))
-        .text(DEAD_SUBSCRIPTION_HEADER, letter.subscription)
-        // Kept so a replay is an ordinary task for the same subscription.
-        .text(SUBSCRIPTION_HEADER, letter.subscription)
+        // Kept so a replay is an ordinary task for the same attempt number.
         .int(ATTEMPT_HEADER, i64::from(letter.attempts.max(1)));
+    if let Some(subscription) = letter.subscription {
+        headers = headers
+            .text(DEAD_SUBSCRIPTION_HEADER, subscription)
+            // Kept so a replay is an ordinary task for the same subscription.
+            .text(SUBSCRIPTION_HEADER, subscription);
+    }
     if let Some(failure) = letter.failure {
         headers = headers.text(LAST_ERROR_HEADER, &failure.error);
         if let Some(status) = failure.status {
@@ -47,6 +56,6 @@ pub async fn publish(
         }
     }
     publisher
-        .publish("", topology.dead(), body, headers.build())
+        .publish(Destination::Queue(topology.dead()), body, headers)
         .await
 }

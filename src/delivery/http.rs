@@ -3,12 +3,19 @@
 //! per attempt (connect to last body byte), and response bodies read up to
 //! `delivery.max_response_bytes` and no further.
 
-use std::{error::Error as _, sync::Arc, time::Duration};
+use std::{
+    error::Error as _,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 use reqwest::{Client, Method, header::HeaderMap, redirect::Policy};
 
-use super::egress::{EgressPolicy, GuardedResolver, Refusal};
+use super::{
+    egress::{EgressPolicy, GuardedResolver, Refusal},
+    retry::parse_retry_after,
+};
 
 /// The `user-agent` of every delivery.
 pub const USER_AGENT: &str = concat!("herald/", env!("CARGO_PKG_VERSION"));
@@ -28,7 +35,8 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Why no response came: each is a retryable failure.
+/// Why no response came. Timeouts, connection and request failures are
+/// retried; a forbidden target is not (see `outcome::classify`).
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("timed out")]
@@ -101,7 +109,7 @@ impl HttpClient {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| super::retry::parse_retry_after(v, std::time::SystemTime::now()));
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
             let mut body = Vec::new();
             while body.len() < self.max_response_bytes {
                 let Some(chunk) = response.chunk().await? else {

@@ -1,10 +1,12 @@
-//! Events out: a task per (event, subscription), rendered, signed and sent;
-//! its outcome classified and made durable (retry in a delay queue, or a
-//! dead letter) before the task is acked.
+//! Events out: a task per (event, subscription) goes down one path
+//! (`deliverer`): routed (attempt here, hand off, or park at the cap), rendered,
+//! signed and sent, its outcome classified and made durable (a retry in a
+//! delay queue, or a dead letter) before the message that carried it is acked.
 
+pub mod attempt;
 pub mod caps;
-pub mod credentials;
 pub mod dead;
+pub mod deliverer;
 pub mod egress;
 pub mod http;
 pub mod lookups;
@@ -12,7 +14,6 @@ pub mod outcome;
 pub mod render;
 pub mod request;
 pub mod retry;
-pub mod signature;
+pub mod route;
+pub mod shared;
 pub mod task;
-pub mod template;
-pub mod worker;

@@ -4,48 +4,11 @@
 
 use std::time::Duration;
 
-use super::{
-    credentials::CredentialError,
-    http::{HttpError, Response},
-    template::RenderError,
+use super::http::{HttpError, Response};
+use crate::{
+    dead_letter::DeadReason,
+    subscriptions::{credentials::CredentialError, template::RenderError},
 };
-
-/// Why a delivery ended in `<p>.dead` (`x-herald-reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadReason {
-    MaxAttempts,
-    Gone,
-    SubscriptionDisabled,
-    ForbiddenTarget,
-    RenderError,
-    Poison,
-}
-
-impl DeadReason {
-    pub const ALL: [Self; 6] = [
-        Self::MaxAttempts,
-        Self::Gone,
-        Self::SubscriptionDisabled,
-        Self::ForbiddenTarget,
-        Self::RenderError,
-        Self::Poison,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MaxAttempts => "max_attempts",
-            Self::Gone => "gone",
-            Self::SubscriptionDisabled => "subscription_disabled",
-            Self::ForbiddenTarget => "forbidden_target",
-            Self::RenderError => "render_error",
-            Self::Poison => "poison",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
 
 /// The last thing that went wrong: a status when the endpoint answered, and words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +17,7 @@ pub struct Failure {
     pub error: String,
 }
 
-/// What one attempt came to. Data, not an `Err`: the worker branches on it.
+/// What one attempt came to. Data, not an `Err`: the deliverer branches on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Delivered {
@@ -149,20 +112,23 @@ fn retry_unless_exhausted(
     }
 }
 
-/// Classifies an attempt that failed before sending: a template bug is final
-/// (`render_error`); a missing credential is retried, since the operator may
-/// mount it, until the attempts run out.
+/// Classifies an attempt that failed before sending: a template bug, a
+/// credential name no secret can have included, is final (`render_error`); a
+/// missing credential is retried, since the operator may mount it, until the
+/// attempts run out.
 pub fn classify_render(err: &RenderError, attempt: u32, max_attempts: u32) -> Outcome {
     let failure = Failure {
         status: None,
         error: err.to_string(),
     };
     match err {
-        RenderError::Template(_) => Outcome::Dead {
-            reason: DeadReason::RenderError,
-            failure,
-        },
-        RenderError::Credential(CredentialError::Missing(_) | CredentialError::BadName(_)) => {
+        RenderError::Template(_) | RenderError::Credential(CredentialError::BadName(_)) => {
+            Outcome::Dead {
+                reason: DeadReason::RenderError,
+                failure,
+            }
+        }
+        RenderError::Credential(CredentialError::Missing(_)) => {
             retry_unless_exhausted(failure, None, attempt, max_attempts)
         }
     }
@@ -286,19 +252,13 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn reasons_round_trip_through_their_names() {
-        for r in [
-            "max_attempts",
-            "gone",
-            "subscription_disabled",
-            "forbidden_target",
-            "render_error",
-            "poison",
-        ] {
-            assert_eq!(DeadReason::parse(r).unwrap().as_str(), r);
-        }
+        let bad_name = RenderError::Credential(CredentialError::BadName("a/b".into()));
+        assert!(matches!(
+            classify_render(&bad_name, 1, 5),
+            Outcome::Dead {
+                reason: DeadReason::RenderError,
+                ..
+            }
+        ));
     }
 }

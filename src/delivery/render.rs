@@ -8,13 +8,13 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{
-    task::DeliveryTask,
-    template::{Context, RenderError, Templates},
-};
+use super::task::DeliveryTask;
 use crate::{
-    ingest::envelope::Event,
-    subscriptions::model::{Format, Subscription},
+    event::Event,
+    subscriptions::{
+        model::{Format, Subscription},
+        template::{Context, RenderError, Templates},
+    },
 };
 
 /// Slack caps a section's text at 3000 characters.

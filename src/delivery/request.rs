@@ -9,14 +9,12 @@ use std::time::Duration;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 
-use super::{
-    http::Request,
-    render::render,
+use super::{http::Request, render::render, task::DeliveryTask};
+use crate::subscriptions::{
+    model::Subscription,
     signature,
-    task::DeliveryTask,
     template::{Context, RenderError, Templates},
 };
-use crate::subscriptions::model::Subscription;
 
 /// `default_timeout` applies unless the subscription sets its own; `templates`
 /// are its compiled templates (`None` when nothing is templated).

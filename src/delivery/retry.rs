@@ -1,9 +1,12 @@
 //! When a failed delivery runs again: exponential backoff with jitter, a
 //! `Retry-After` floor, snapped to the fixed set of delay-queue TTLs the topology
-//! declares. Pure, no I/O: the worker asks for a delay after an `Outcome::Retry`
-//! and publishes the task to that bucket's delay queue.
+//! declares. Pure, no I/O: the deliverer asks for a delay after an
+//! `Outcome::Retry` (or for a parked task) and publishes the task to that
+//! bucket's delay queue.
 
 use std::time::{Duration, SystemTime};
+
+use crate::config::DeliveryConfig;
 
 /// Jitter spreads a delay by up to this fraction either way.
 const JITTER: f64 = 0.2;
@@ -30,6 +33,16 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The deployment's schedule; a subscription may override `max_attempts` only.
+    pub fn from_config(config: &DeliveryConfig) -> Self {
+        Self {
+            initial: config.retry_initial,
+            multiplier: config.retry_multiplier,
+            max_delay: config.retry_max_delay,
+            max_attempts: config.max_attempts.get(),
+        }
+    }
+
     /// The fixed set of delay-queue TTLs this policy can ever ask for, ascending,
     /// deduplicated, whole milliseconds (at least 1 ms). For every distinct level
     /// `min(initial * multiplier^(n-1), max_delay)`, n = 1 ..= max_attempts - 1 (at least
@@ -52,8 +65,17 @@ impl RetryPolicy {
         let backoff = jittered(self.level_millis(retry, cap), jitter, cap);
         // Rounded up: a whole-ms bucket must not undercut a sub-millisecond floor.
         let floor = not_before.map_or(0, |at_least| ceil_millis(at_least).min(cap));
-        let wanted = backoff.max(floor);
+        self.bucket_at_least(backoff.max(floor))
+    }
 
+    /// The shortest bucket that waits at least `wait` (the longest, `max_delay`,
+    /// when none does): where a task waits for its subscription to have room.
+    pub fn bucket_for_wait(&self, wait: Duration) -> Duration {
+        self.bucket_at_least(ceil_millis(wait).min(self.cap_millis()))
+    }
+
+    /// The smallest bucket at or above `wanted` milliseconds (at most the cap).
+    fn bucket_at_least(&self, wanted: u64) -> Duration {
         let buckets = self.bucket_millis();
         // The cap is always a bucket and `wanted` never exceeds it, so `find` finds one;
         // the fallbacks only keep this total.
@@ -62,7 +84,7 @@ impl RetryPolicy {
             .copied()
             .find(|&bucket| bucket >= wanted)
             .or_else(|| buckets.last().copied())
-            .unwrap_or(cap);
+            .unwrap_or_else(|| self.cap_millis());
         Duration::from_millis(chosen)
     }
 
@@ -318,6 +340,18 @@ mod tests {
             policy.delay(1, -1.0, Some(Duration::from_micros(1_500))),
             Duration::from_millis(2)
         );
+    }
+
+    #[test]
+    fn a_wait_goes_to_the_shortest_bucket_that_covers_it() {
+        let policy = defaults();
+        assert_eq!(policy.bucket_for_wait(Duration::ZERO), 4 * SECOND);
+        assert_eq!(
+            policy.bucket_for_wait(4100 * Duration::from_millis(1)),
+            4500 * Duration::from_millis(1)
+        );
+        assert_eq!(policy.bucket_for_wait(7 * SECOND), 12 * SECOND);
+        assert_eq!(policy.bucket_for_wait(48 * HOUR), 6 * HOUR);
     }
 
     #[test]

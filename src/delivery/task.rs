@@ -1,16 +1,15 @@
 //! A delivery task: one event for one subscription, the body of a
-//! `<p>.deliveries` message. The body is the event's canonical JSON; the
-//! subscription and the attempt number travel in herald's own headers
-//! (never `x-death`, which the broker owns).
+//! `<p>.deliveries` (or delay-queue) message. The body is the event's
+//! canonical JSON; the subscription and the attempt number travel in herald's
+//! own headers (never `x-death`, which the broker owns).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use lapin::types::FieldTable;
 
 use crate::{
-    broker::publisher::{Headers, header_int, header_text},
-    ingest::envelope::Event,
+    broker::{consumer::Message, headers::Headers},
+    event::Event,
 };
 
 /// Header naming the subscription a task is for.
@@ -37,28 +36,39 @@ pub enum TaskError {
 }
 
 impl DeliveryTask {
-    /// Reads a task from a `<p>.deliveries` message; a missing attempt header means attempt 1.
-    pub fn from_message(headers: Option<&FieldTable>, body: Bytes) -> Result<Self, TaskError> {
-        let subscription =
-            header_text(headers, SUBSCRIPTION_HEADER).ok_or(TaskError::NoSubscription)?;
-        let attempt = header_int(headers, ATTEMPT_HEADER)
+    /// The first attempt of `event` for `subscription`.
+    pub fn first(subscription: &str, event: Arc<Event>, body: Bytes) -> Self {
+        Self {
+            subscription: subscription.to_owned(),
+            attempt: 1,
+            event,
+            body,
+        }
+    }
+
+    /// Reads a task from a message; a missing attempt header means attempt 1.
+    pub fn from_message(message: &Message) -> Result<Self, TaskError> {
+        let subscription = message
+            .header_text(SUBSCRIPTION_HEADER)
+            .ok_or(TaskError::NoSubscription)?;
+        let attempt = message
+            .header_int(ATTEMPT_HEADER)
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n >= 1)
             .unwrap_or(1);
-        let event = Arc::new(Event::from_json(&body)?);
+        let event = Arc::new(Event::from_json(&message.body)?);
         Ok(Self {
             subscription,
             attempt,
             event,
-            body,
+            body: message.body.clone(),
         })
     }
 
-    /// The headers of this task's message, for the given attempt.
-    pub fn headers(subscription: &str, attempt: u32) -> FieldTable {
+    /// The headers of this task's message when it waits for `attempt`.
+    pub fn headers(&self, attempt: u32) -> Headers {
         Headers::new()
-            .text(SUBSCRIPTION_HEADER, subscription)
+            .text(SUBSCRIPTION_HEADER, &self.subscription)
             .int(ATTEMPT_HEADER, i64::from(attempt))
-            .build()
     }
 }

@@ -1,6 +1,6 @@
-//! Events in: the envelope and its rules, the rejected queue, and the fan-out
-//! stage that turns one event into a delivery task per matching subscription.
+//! Events in: the fan-out stage that turns one event from `<p>.events` into a
+//! delivery per matching subscription, and the rejected queue for what is not
+//! an event.
 
-pub mod envelope;
 pub mod fanout;
 pub mod reject;

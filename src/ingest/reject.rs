@@ -2,9 +2,14 @@
 //! `x-herald-error` header saying why, confirmed, then acked. A bad message
 //! never crashes or stalls a worker, and is never silently dropped.
 
-use crate::broker::{
-    publisher::{Headers, PublishError, Publisher},
-    topology::Topology,
+use crate::{
+    broker::{
+        headers::Headers,
+        publisher::{Destination, PublishError, Publisher},
+        topology::Topology,
+    },
+    field_error::FieldError,
+    metrics::RejectReason,
 };
 
 pub const ERROR_HEADER: &str = "x-herald-error";
@@ -15,8 +20,16 @@ pub async fn reject(
     body: &[u8],
     error: &str,
 ) -> Result<(), PublishError> {
-    let headers = Headers::new().text(ERROR_HEADER, error).build();
+    let headers = Headers::new().text(ERROR_HEADER, error);
     publisher
-        .publish("", topology.rejected(), body, headers)
+        .publish(Destination::Queue(topology.rejected()), body, headers)
         .await
+}
+
+/// Why an envelope was refused, for `herald_events_rejected_total{reason}`.
+pub fn reason(err: &FieldError) -> RejectReason {
+    match err.field.as_str() {
+        "body" => RejectReason::InvalidJson,
+        _ => RejectReason::InvalidEnvelope,
+    }
 }

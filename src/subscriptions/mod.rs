@@ -1,8 +1,13 @@
-//! Who gets what: the subscription resource, its Redis store, the matching
-//! rules (event-type patterns, label selectors) and each worker's snapshot.
+//! Who gets what: the subscription resource and its validation, its signing
+//! secrets and templates, the matching rules (event-type patterns, label
+//! selectors), its Redis store and each worker's compiled snapshot.
 
+pub mod credentials;
+pub mod input;
 pub mod model;
 pub mod pattern;
 pub mod selector;
+pub mod signature;
 pub mod snapshot;
 pub mod store;
+pub mod template;

@@ -18,45 +18,36 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{
+    credentials::Credentials,
     model::Subscription,
     pattern::EventPattern,
     selector::Selector,
-    store::{Contents, Store},
+    store::{Contents, Store, StoreError},
+    template::Templates,
 };
-use crate::{
-    delivery::{credentials::Credentials, template::Templates},
-    ingest::envelope::Event,
-    metrics::Metrics,
-};
+use crate::event::Event;
 
 /// How often the counter is compared even without a notice: the bound on staleness.
 const POLL: Duration = Duration::from_secs(1);
 
-/// A subscription ready for matching.
+/// A subscription ready for matching and rendering.
 #[derive(Debug)]
 pub struct Compiled {
     pub sub: Subscription,
-    patterns: Vec<EventPattern>,
     selector: Selector,
     templates: Option<Templates>,
 }
 
 impl Compiled {
     pub fn compile(sub: Subscription, credentials: &Arc<Credentials>) -> Result<Self, String> {
-        let templates = Templates::compile(&sub, Some(credentials.clone()))
-            .map_err(|(field, message)| format!("{field}: {message}"))?;
-        let patterns = sub
-            .events
-            .iter()
-            .map(|p| EventPattern::parse(p).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let templates =
+            Templates::compile(&sub, Some(credentials.clone())).map_err(|e| e.to_string())?;
         let selector = match &sub.selector {
             Some(s) => Selector::parse(s).map_err(|e| e.to_string())?,
             None => Selector::default(),
         };
         Ok(Self {
             sub,
-            patterns,
             selector,
             templates,
         })
@@ -68,7 +59,7 @@ impl Compiled {
     }
 
     pub fn matches(&self, event: &Event) -> bool {
-        self.patterns.iter().any(|p| p.matches(&event.event_type))
+        self.sub.events.iter().any(|p| p.matches(&event.event_type))
             && self.selector.matches(&event.labels)
     }
 }
@@ -140,10 +131,9 @@ impl Snapshot {
         };
         for compiled in subs {
             let compiled = Arc::new(compiled);
-            let exact: Option<Vec<&str>> =
-                compiled.patterns.iter().map(EventPattern::exact).collect();
-            let segments: Option<Vec<&str>> = compiled
-                .patterns
+            let patterns = &compiled.sub.events;
+            let exact: Option<Vec<&str>> = patterns.iter().map(EventPattern::exact).collect();
+            let segments: Option<Vec<&str>> = patterns
                 .iter()
                 .map(|p| {
                     p.exact()
@@ -263,21 +253,16 @@ impl Subscriptions {
     }
 
     /// Compares the counter and reloads when it moved. Called by the refresher.
-    pub async fn sync(&self, store: &Store, metrics: &Metrics) {
-        let result = self.try_sync(store, metrics).await;
-        let connected = result.is_ok();
-        self.redis_connected.store(connected, Ordering::Release);
-        metrics.redis_connected.set(i64::from(connected));
+    pub async fn sync(&self, store: &Store) {
+        let result = self.try_sync(store).await;
+        self.redis_connected
+            .store(result.is_ok(), Ordering::Release);
         if let Err(err) = result {
             debug!(error = %err, "subscription store unreachable, keeping the snapshot");
         }
     }
 
-    async fn try_sync(
-        &self,
-        store: &Store,
-        metrics: &Metrics,
-    ) -> Result<(), super::store::StoreError> {
+    async fn try_sync(&self, store: &Store) -> Result<(), StoreError> {
         let current = self.load();
         let version = store.version().await?;
         match version {
@@ -303,11 +288,11 @@ impl Subscriptions {
             _ => {}
         }
         let contents = store.contents().await?;
-        self.adopt(contents, metrics);
+        self.adopt(contents);
         Ok(())
     }
 
-    fn adopt(&self, contents: Contents, metrics: &Metrics) {
+    fn adopt(&self, contents: Contents) {
         let version = contents.version.unwrap_or(0);
         let compiled = contents.records.into_iter().filter_map(|(name, raw)| {
             let parsed = serde_json::from_str::<Subscription>(&raw)
@@ -329,9 +314,6 @@ impl Subscriptions {
             info!("subscription store written again; snapshot replaced");
         }
         self.confirm();
-        metrics
-            .subscriptions
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
         info!(
             subscriptions = count,
             version, previous, "subscription snapshot refreshed"
@@ -340,7 +322,7 @@ impl Subscriptions {
 
     /// Keeps the snapshot current until `cancel`: a notice triggers a sync at
     /// once, the 1 s poll catches missed notices and reconnects.
-    pub async fn refresh(&self, store: &Store, metrics: &Metrics, cancel: &CancellationToken) {
+    pub async fn refresh(&self, store: &Store, cancel: &CancellationToken) {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !cancel.is_cancelled() {
@@ -354,7 +336,7 @@ impl Subscriptions {
                 Ok(Err(_)) | Err(_) => None,
             };
             // Sync after (re)subscribing so nothing written in between is missed.
-            self.sync(store, metrics).await;
+            self.sync(store).await;
             loop {
                 let notice = async {
                     match notices.as_mut() {
@@ -368,10 +350,10 @@ impl Subscriptions {
                         if !alive {
                             break; // pub/sub connection lost: resubscribe
                         }
-                        self.sync(store, metrics).await;
+                        self.sync(store).await;
                     }
                     _ = poll.tick() => {
-                        self.sync(store, metrics).await;
+                        self.sync(store).await;
                         if notices.is_none() {
                             break; // try to subscribe again
                         }
@@ -390,7 +372,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::ingest::envelope;
+    use crate::event;
 
     const PATTERNS: [&str; 9] = [
         "*", "a.*", "a.b", "b.*", "*.c", "a.b.c", "b.c", "a*", "*.b.*",
@@ -446,7 +428,7 @@ mod tests {
                 .filter_map(|(k, v)| Some((k, v?)))
                 .collect();
             let event = json!({"type": TYPES[t], "labels": labels});
-            let event = envelope::decode(event.to_string().as_bytes()).unwrap().event;
+            let event = event::decode(event.to_string().as_bytes()).unwrap().event;
             let scan: BTreeSet<String> = all.iter().filter(|c| c.matches(&event)).map(|c| c.sub.name.clone()).collect();
             let snapshot = Snapshot::build(1, all);
             let found: Vec<String> = snapshot.matching(&event).map(|c| c.sub.name.clone()).collect();

@@ -24,8 +24,6 @@ pub enum StoreError {
 pub enum Expect<'a> {
     /// Create only: fails when the name exists.
     Absent,
-    /// Create or replace.
-    Any,
     /// Replace only if the stored JSON is still exactly this (read-modify-write).
     Current(&'a str),
 }
@@ -39,7 +37,7 @@ pub enum Written {
     Conflict,
 }
 
-// KEYS: hash, version. ARGV: name, json, mode (absent|any|current), expected, channel.
+// KEYS: hash, version. ARGV: name, json, mode (absent|current), expected, channel.
 // Returns -1 on conflict, 0 when created, 1 when replaced.
 static WRITE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -140,7 +138,6 @@ impl Store {
         let json = serde_json::to_string(sub).expect("a Subscription always serialises");
         let (mode, expected) = match expect {
             Expect::Absent => ("absent", ""),
-            Expect::Any => ("any", ""),
             Expect::Current(raw) => ("current", raw),
         };
         let result: i64 = WRITE

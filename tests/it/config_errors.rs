@@ -19,7 +19,7 @@ fn a_bad_duration_stops_start_up_with_exit_2_and_one_line_naming_the_key() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
         stderr.trim_end(),
-        "herald: config: delivery.timeout: invalid duration \"banana\""
+        "herald: config: delivery.timeout: invalid value string \"banana\", expected a duration"
     );
 }
 

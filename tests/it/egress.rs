@@ -67,7 +67,7 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_and_dead_lettered() 
 async fn an_allowed_cidr_opens_one_network_without_opening_all() {
     let app = TestApp::spawn_with(|c| {
         c.delivery.allow_private_targets = false;
-        c.delivery.allowed_cidrs = vec!["127.0.0.0/8".into()];
+        c.delivery.allowed_cidrs = vec!["127.0.0.0/8".parse().unwrap()];
     })
     .await;
     let hook = Receiver::start([]).await;

@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use herald::broker::session::{Session, SessionSpec};
 use reqwest::Method;
 use serde_json::json;
 
@@ -240,7 +241,14 @@ async fn a_broker_that_never_answers_fails_the_session_setup_in_bounded_time() {
     let started = Instant::now();
     let opened = tokio::time::timeout(
         Duration::from_secs(60),
-        herald::broker::session::Session::open(&config, None, "silent", false),
+        Session::open(
+            &config,
+            SessionSpec {
+                name: "silent",
+                declare: None,
+                consume: false,
+            },
+        ),
     )
     .await
     .expect("Session::open returned");
@@ -265,13 +273,18 @@ async fn a_session_whose_connections_were_reset_closes_in_bounded_time() {
         "amqp://guest:guest@{}/%2f?heartbeat=5",
         proxy.addr()
     ));
-    let session = herald::broker::session::Session::open(&config, None, "reset", true)
+    let spec = SessionSpec {
+        name: "reset",
+        declare: None,
+        consume: true,
+    };
+    let session = Session::open(&config, spec)
         .await
         .expect("a session through the proxy");
     let _consumer = session.consume("amq.rabbitmq.reply-to", 1).await.err(); // any consumer-side state is fine; the reset is what matters
     proxy.set(crate::support::proxy::Mode::Refuse);
     proxy.reset_all();
-    tokio::time::timeout(Duration::from_secs(10), session.fault().cancelled())
+    tokio::time::timeout(Duration::from_secs(10), session.failed())
         .await
         .expect("the reset trips the session's fault token");
     let started = Instant::now();

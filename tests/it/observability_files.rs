@@ -4,36 +4,15 @@
 //! only the `herald_*` metrics that DESIGN.md names. promtool checks the rules'
 //! semantics (`scripts/check-observability.sh`).
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::LazyLock};
 
+use herald::metrics::{Kind, Metrics};
 use serde_json::Value;
 
 const DASHBOARD: &str = include_str!("../../dashboards/herald.json");
 const ALERTS: &str = include_str!("../../deploy/prometheus/alerts.yml");
 const README: &str = include_str!("../../README.md");
 
-/// Every metric herald exports (DESIGN.md, Metrics).
-const METRICS: &[&str] = &[
-    "herald_events_received_total",
-    "herald_events_rejected_total",
-    "herald_deliveries_total",
-    "herald_dead_letters_total",
-    "herald_delivery_attempt_duration_seconds",
-    "herald_delivery_latency_seconds",
-    "herald_deliveries_in_flight",
-    "herald_subscriptions",
-    "herald_subscription_snapshot_age_seconds",
-    "herald_broker_connected",
-    "herald_redis_connected",
-    "herald_queue_messages",
-    "herald_build_info",
-];
-
-/// The histograms among them, whose series carry these suffixes.
-const HISTOGRAMS: &[&str] = &[
-    "herald_delivery_attempt_duration_seconds",
-    "herald_delivery_latency_seconds",
-];
 const HISTOGRAM_SUFFIXES: &[&str] = &["_bucket", "_sum", "_count"];
 
 fn dashboard() -> Value {
@@ -90,13 +69,18 @@ fn metric_names(text: &str) -> Vec<(usize, &str)> {
         .collect()
 }
 
+/// Every metric family herald registers, the per-subscription label included.
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics::new(true));
+
+/// A name herald's registry exports: a family, or a histogram's series.
 fn is_known_metric(name: &str) -> bool {
-    METRICS.contains(&name)
-        || HISTOGRAMS.iter().any(|h| {
-            HISTOGRAM_SUFFIXES
-                .iter()
-                .any(|suffix| name.strip_prefix(h) == Some(suffix))
-        })
+    METRICS.families().iter().any(|(family, kind)| {
+        name == family
+            || (*kind == Kind::Histogram
+                && HISTOGRAM_SUFFIXES
+                    .iter()
+                    .any(|suffix| name.strip_prefix(family.as_str()) == Some(suffix)))
+    })
 }
 
 fn unknown_metrics(text: &str) -> Vec<&str> {

@@ -1,12 +1,15 @@
-//! The event envelope: decoded and validated once at the edge (AMQP fan-out or
-//! `POST /v1/events`), normalised (id and time filled in), and serialised to
-//! the canonical JSON that delivery tasks carry and the `json` format sends.
+//! The event envelope (DESIGN, "Event envelope"): decoded and validated once
+//! at the edge (AMQP fan-out or `POST /v1/events`), normalised (id and time
+//! filled in), and serialised to the canonical JSON that delivery tasks carry
+//! and the `json` format sends. Matching, rendering and delivery read it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::field_error::FieldError;
 
 /// A valid event. Past `decode`, every field obeys DESIGN's envelope rules.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,31 +23,6 @@ pub struct Event {
     pub labels: BTreeMap<String, String>,
     /// Kept as raw JSON: herald passes it through and never needs its structure.
     pub data: Option<Box<RawValue>>,
-}
-
-/// An envelope that broke a rule; `field` is the JSON path of the culprit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct EnvelopeError {
-    pub field: String,
-    pub message: String,
-}
-
-impl EnvelopeError {
-    fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    /// The short label for `herald_events_rejected_total{reason}`.
-    pub fn reason(&self) -> &'static str {
-        match self.field.as_str() {
-            "body" => "invalid_json",
-            _ => "invalid_envelope",
-        }
-    }
 }
 
 /// What a producer may send; everything optional so each rule can name its field.
@@ -67,62 +45,51 @@ pub struct Decoded {
     pub webhooks_disabled: bool,
 }
 
-/// Decodes and validates one envelope from JSON text.
-pub fn decode(body: &[u8]) -> Result<Decoded, EnvelopeError> {
+/// Decodes and validates one envelope from JSON text. A body that is not a
+/// JSON object at all is an error of the field `body`.
+pub fn decode(body: &[u8]) -> Result<Decoded, FieldError> {
     // serde would also read a struct from a JSON array; an envelope is an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(EnvelopeError::new("body", "an event must be a JSON object"));
+        return Err(FieldError::new("body", "an event must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let wire: Wire = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if path == "." || inner.is_syntax() || inner.is_eof() {
-            EnvelopeError::new("body", format!("not a JSON object: {inner}"))
+        let inner = err.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            FieldError::new("body", format!("not a JSON object: {inner}"))
         } else {
-            EnvelopeError::new(&path, strip_position(&inner.to_string()))
+            FieldError::from_serde(err)
         }
     })?;
     de.end()
-        .map_err(|err| EnvelopeError::new("body", format!("trailing characters: {err}")))?;
+        .map_err(|err| FieldError::new("body", format!("trailing characters: {err}")))?;
     validate(wire)
 }
 
 /// Decodes from an already parsed JSON value (one element of a `POST /v1/events` batch).
-pub fn decode_value(value: &serde_json::Value) -> Result<Decoded, EnvelopeError> {
+pub fn decode_value(value: &serde_json::Value) -> Result<Decoded, FieldError> {
     if !value.is_object() {
-        return Err(EnvelopeError::new("body", "an event must be a JSON object"));
+        return Err(FieldError::new("body", "an event must be a JSON object"));
     }
-    let wire: Wire = serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        EnvelopeError::new(&path, strip_position(&err.into_inner().to_string()))
-    })?;
+    let wire: Wire = serde_path_to_error::deserialize(value).map_err(FieldError::from_serde)?;
     validate(wire)
 }
 
-/// serde_json appends "at line 1 column 9", which means nothing next to a field name.
-fn strip_position(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
-}
-
-fn validate(wire: Wire) -> Result<Decoded, EnvelopeError> {
+fn validate(wire: Wire) -> Result<Decoded, FieldError> {
     let event_type = wire
         .event_type
-        .ok_or_else(|| EnvelopeError::new("type", "required"))?;
-    check_type(&event_type).map_err(|m| EnvelopeError::new("type", m))?;
+        .ok_or_else(|| FieldError::required("type"))?;
+    check_type(&event_type).map_err(|m| FieldError::new("type", m))?;
     let id = match wire.id {
         Some(id) => {
-            check_id(&id).map_err(|m| EnvelopeError::new("id", m))?;
+            check_id(&id).map_err(|m| FieldError::new("id", m))?;
             id
         }
         None => uuid::Uuid::now_v7().to_string(),
     };
     let time = match wire.time {
         Some(t) => OffsetDateTime::parse(&t, &Rfc3339)
-            .map_err(|_| EnvelopeError::new("time", format!("{t:?} is not an RFC 3339 time")))?,
+            .map_err(|_| FieldError::new("time", format!("{t:?} is not an RFC 3339 time")))?,
         None => OffsetDateTime::now_utc(),
     };
     Ok(Decoded {
@@ -202,7 +169,7 @@ impl Event {
 mod tests {
     use super::*;
 
-    fn err(body: &str) -> EnvelopeError {
+    fn err(body: &str) -> FieldError {
         decode(body.as_bytes()).unwrap_err()
     }
 

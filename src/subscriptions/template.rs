@@ -14,8 +14,11 @@ use std::{
 
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value, context, value::Serde};
 
-use super::credentials::{CredentialError, Credentials};
-use crate::{ingest::envelope::Event, subscriptions::model::Subscription};
+use super::{
+    credentials::{CredentialError, Credentials},
+    model::Subscription,
+};
+use crate::{event::Event, field_error::FieldError};
 
 /// Instructions one render may run: plenty for any real payload, a wall for `{% for %}` bombs.
 pub const FUEL: u64 = 200_000;
@@ -29,10 +32,11 @@ pub const MAX_RENDER_TIME: Duration = Duration::from_millis(500);
 /// Why a template could not produce its text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    /// Permanent: the delivery is dead-lettered with reason `render_error`.
+    /// A bug in the template: the delivery is dead-lettered with reason `render_error`.
     #[error("render_error: {0}")]
     Template(String),
-    /// Retryable: `credential('NAME')` could not be resolved.
+    /// `credential('NAME')` failed; what that means for the delivery depends on
+    /// why (see `CredentialError`).
     #[error(transparent)]
     Credential(CredentialError),
 }
@@ -66,7 +70,7 @@ fn header_key(name: &str) -> String {
 }
 
 /// Checks that every template of `sub` parses; the error names the field.
-pub fn check(sub: &Subscription) -> Result<(), (String, String)> {
+pub fn check(sub: &Subscription) -> Result<(), FieldError> {
     Templates::compile(sub, None).map(drop)
 }
 
@@ -76,72 +80,23 @@ impl Templates {
     pub fn compile(
         sub: &Subscription,
         credentials: Option<Arc<Credentials>>,
-    ) -> Result<Option<Self>, (String, String)> {
+    ) -> Result<Option<Self>, FieldError> {
         let body = sub.template.is_some();
         let url = is_template(&sub.url);
         let headers: Vec<_> = sub.headers.iter().filter(|(_, v)| is_template(v)).collect();
         if !body && !url && headers.is_empty() {
             return Ok(None);
         }
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_fuel(Some(FUEL));
-        env.set_recursion_limit(32);
-        // Fuel is charged per instruction, not per byte: `(['x' * 2000000] * 1000) | join`
-        // is one instruction that would build 2 GB. These replace the builtins that turn a
-        // lazily repeated value into one string, and stop at the body limit instead.
-        env.add_filter(
-            "join",
-            |value: Value, separator: Option<String>| -> Result<String, Error> {
-                let mut out = Bounded::new(MAX_BODY_BYTES);
-                let separator = separator.unwrap_or_default();
-                for (i, item) in value.try_iter()?.enumerate() {
-                    if i > 0 {
-                        out.push(&separator)?;
-                    }
-                    out.display(&item)?;
-                }
-                Ok(out.text)
-            },
-        );
-        env.add_filter("string", |value: Value| -> Result<String, Error> {
-            let mut out = Bounded::new(MAX_BODY_BYTES);
-            out.display(&value)?;
-            Ok(out.text)
-        });
-        env.add_filter("tojson", |value: Value| -> Result<String, Error> {
-            let mut out = Bounded::new(MAX_BODY_BYTES);
-            serde_json::to_writer(&mut out, &value)
-                .map_err(|err| Error::new(ErrorKind::InvalidOperation, format!("tojson: {err}")))?;
-            Ok(out.text)
-        });
-        if let Some(credentials) = credentials {
-            env.add_function("credential", move |name: String| -> Result<String, Error> {
-                credentials
-                    .resolve(&name)
-                    .map(|secret| secret.expose().to_owned())
-                    .map_err(|err| Error::new(ErrorKind::InvalidOperation, err.to_string()))
-            });
-        }
-        // The two ways to grow a value without bound in few instructions: repetition
-        // (`'x' * n`, `[..] * n`) and a namespace doubled in a loop. Neither is needed to
-        // shape a webhook payload, so neither is offered.
-        env.add_function("namespace", || -> Result<Value, Error> {
-            Err(Error::new(
-                ErrorKind::InvalidOperation,
-                "namespace() is not available in herald templates",
-            ))
-        });
+        let mut env = sandbox(credentials);
         let mut add = |key: String, source: &str, field: String| {
             if has_operator_star(source) {
-                return Err((
+                return Err(FieldError::new(
                     field,
-                    "the * operator is not allowed in templates (repetition can exhaust memory)"
-                        .to_owned(),
+                    "the * operator is not allowed in templates (repetition can exhaust memory)",
                 ));
             }
             env.add_template_owned(key, source.to_owned())
-                .map_err(|err| (field, format!("template does not parse: {err}")))
+                .map_err(|err| FieldError::new(field, format!("template does not parse: {err}")))
         };
         if let Some(template) = &sub.template {
             add(BODY.into(), template, "template".into())?;
@@ -192,6 +147,65 @@ impl Templates {
             .map_err(classify)?;
         Ok(out.text)
     }
+}
+
+/// An environment with no loader, strict undefined values, fuel, a recursion
+/// limit, bounded replacements of the builtins that build one string from a
+/// lazily repeated value, and `credential()` when `credentials` are given.
+fn sandbox(credentials: Option<Arc<Credentials>>) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(32);
+    // Fuel is charged per instruction, not per byte: `(['x' * 2000000] * 1000) | join`
+    // is one instruction that would build 2 GB. These replace the builtins that turn a
+    // lazily repeated value into one string, and stop at the body limit instead.
+    env.add_filter(
+        "join",
+        |value: Value, separator: Option<String>| -> Result<String, Error> {
+            let mut out = Bounded::new(MAX_BODY_BYTES);
+            let separator = separator.unwrap_or_default();
+            for (i, item) in value.try_iter()?.enumerate() {
+                if i > 0 {
+                    out.push(&separator)?;
+                }
+                out.display(&item)?;
+            }
+            Ok(out.text)
+        },
+    );
+    env.add_filter("string", |value: Value| -> Result<String, Error> {
+        let mut out = Bounded::new(MAX_BODY_BYTES);
+        out.display(&value)?;
+        Ok(out.text)
+    });
+    env.add_filter("tojson", |value: Value| -> Result<String, Error> {
+        let mut out = Bounded::new(MAX_BODY_BYTES);
+        serde_json::to_writer(&mut out, &value)
+            .map_err(|err| Error::new(ErrorKind::InvalidOperation, format!("tojson: {err}")))?;
+        Ok(out.text)
+    });
+    if let Some(credentials) = credentials {
+        env.add_function("credential", move |name: String| -> Result<String, Error> {
+            credentials
+                .resolve(&name)
+                .map(|secret| secret.expose().to_owned())
+                // The error travels as the source, so `classify` finds it by type.
+                .map_err(|err| {
+                    Error::new(ErrorKind::InvalidOperation, err.to_string()).with_source(err)
+                })
+        });
+    }
+    // The two ways to grow a value without bound in few instructions: repetition
+    // (`'x' * n`, `[..] * n`) and a namespace doubled in a loop. Neither is needed to
+    // shape a webhook payload, so neither is offered.
+    env.add_function("namespace", || -> Result<Value, Error> {
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "namespace() is not available in herald templates",
+        ))
+    });
+    env
 }
 
 /// Text that refuses to grow past `max` bytes or past `MAX_RENDER_TIME`.
@@ -292,16 +306,12 @@ fn has_operator_star(source: &str) -> bool {
     false
 }
 
-/// A missing credential is retryable; anything else is a template bug.
+/// A failed `credential()` keeps its `CredentialError`; anything else is a template bug.
 fn classify(err: Error) -> RenderError {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     while let Some(e) = current {
-        if let Some(jinja) = e.downcast_ref::<Error>()
-            && let Some(name) = jinja
-                .detail()
-                .and_then(|d| d.strip_prefix("missing_credential: "))
-        {
-            return RenderError::Credential(CredentialError::Missing(name.to_owned()));
+        if let Some(credential) = e.downcast_ref::<CredentialError>() {
+            return RenderError::Credential(credential.clone());
         }
         current = e.source();
     }
@@ -335,7 +345,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::ingest::envelope;
+    use crate::event;
 
     fn render_body(template: &str) -> Result<String, RenderError> {
         let body = json!({"name": "t", "url": "https://example.com/", "events": ["*"],
@@ -344,7 +354,7 @@ mod tests {
         let templates = Templates::compile(&sub, Some(Arc::new(Credentials::new("/nonexistent"))))
             .unwrap()
             .unwrap();
-        let event = envelope::decode(br#"{"type":"a.b","data":{"n":[1,2]}}"#)
+        let event = event::decode(br#"{"type":"a.b","data":{"n":[1,2]}}"#)
             .unwrap()
             .event;
         templates.body(&Context::new(&sub, &event, 1))
@@ -391,6 +401,18 @@ mod tests {
             "took {:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn a_failed_credential_keeps_its_error_by_type_not_by_text() {
+        assert_eq!(
+            render_body("{{ credential('NOT_MOUNTED') }}").unwrap_err(),
+            RenderError::Credential(CredentialError::Missing("NOT_MOUNTED".into()))
+        );
+        assert!(matches!(
+            render_body("{{ credential('../etc/passwd') }}").unwrap_err(),
+            RenderError::Credential(CredentialError::BadName(_))
+        ));
     }
 
     fn compile_error(template: &str) -> String {

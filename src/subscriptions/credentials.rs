@@ -32,6 +32,7 @@ pub enum CredentialError {
     /// Retryable: the operator may mount the secret later.
     #[error("missing_credential: {0}")]
     Missing(String),
+    /// Permanent: a name no secret can ever have is a bug in the template.
     #[error("credential name {0:?} must be 1-128 of A-Z, a-z, 0-9 and '_'")]
     BadName(String),
 }

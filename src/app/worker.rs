@@ -1,0 +1,146 @@
+//! The worker role: keeps a broker session (publish + consume connections),
+//! runs the fan-out and deliveries consumers on it, and opens a new session
+//! after any fault (connection loss, channel close, consumer cancel, stream
+//! end). On shutdown it stops consuming, lets in-flight work finish within
+//! `worker.shutdown_timeout`, and leaves the rest unacked.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn};
+
+use crate::{
+    broker::{
+        connectivity::SessionUp,
+        consumer::ConsumeEnd,
+        depth,
+        reconnect::keep_session,
+        session::{Session, SessionSpec},
+    },
+    config::Config,
+    delivery::{deliverer::Deliverer, shared::DeliveryCore},
+    ingest::fanout::FanOut,
+};
+
+pub struct WorkerRole {
+    config: Arc<Config>,
+    core: Arc<DeliveryCore>,
+    /// Up while a session is open and both consumers run.
+    up: SessionUp,
+    /// Every message being handled, across sessions: what a shutdown waits for.
+    tracker: TaskTracker,
+    /// Events in fan-out at once.
+    fanout_slots: Arc<Semaphore>,
+}
+
+impl WorkerRole {
+    pub fn new(config: Arc<Config>, core: Arc<DeliveryCore>, up: SessionUp) -> Self {
+        // No more events in fan-out than delivery slots: each can then usually make its
+        // first attempt itself instead of paying a second broker hop via <p>.deliveries.
+        let fanout =
+            (config.worker.concurrency.get() as usize).min(usize::from(config.amqp.prefetch));
+        Self {
+            config,
+            core,
+            up,
+            tracker: TaskTracker::new(),
+            fanout_slots: Arc::new(Semaphore::new(fanout)),
+        }
+    }
+
+    pub async fn run(&self, cancel: CancellationToken) {
+        // Matching against a snapshot that is not loaded yet would drop events.
+        while !self.core.subscriptions.is_loaded() {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        let spec = SessionSpec {
+            name: "worker",
+            declare: Some(&self.core.topology),
+            consume: true,
+        };
+        keep_session(&self.config.amqp, spec, &cancel, |session: Arc<Session>| {
+            let cancel = &cancel;
+            async move {
+                let served = self.serve(&session, cancel).await;
+                self.up.set(false);
+                served
+            }
+        })
+        .await;
+    }
+
+    /// Runs both consumers until shutdown or a fault; `Err` says what failed.
+    async fn serve(&self, session: &Session, cancel: &CancellationToken) -> Result<(), String> {
+        let (topology, prefetch) = (&self.core.topology, self.config.amqp.prefetch);
+        let started = async {
+            let events = session.consume(topology.events(), prefetch).await?;
+            let deliveries = session.consume(topology.deliveries(), prefetch).await?;
+            Ok::<_, anyhow::Error>((events, deliveries))
+        };
+        let (mut events, mut deliveries) = started.await.map_err(|e| format!("{e:#}"))?;
+        let deliverer = Arc::new(Deliverer::new(
+            self.core.clone(),
+            session.publisher().clone(),
+        ));
+        let fanout = Arc::new(FanOut::new(
+            deliverer.clone(),
+            self.config.limits.max_event_bytes,
+        ));
+        let depths_stop = CancellationToken::new();
+        let metrics = &self.core.metrics;
+        let depths = depth::watch(
+            session,
+            topology,
+            self.config.metrics.queue_refresh,
+            &depths_stop,
+            |queue, messages| {
+                let gauge = metrics.queue_messages.with_label_values(&[queue]);
+                gauge.set(i64::from(messages));
+            },
+        );
+        self.up.set(true);
+        info!(queues = ?[topology.events(), topology.deliveries()], "worker consuming");
+        let (tracker, slots) = (&self.tracker, &self.core.slots);
+        let consuming = async {
+            let end = tokio::select! {
+                end = events.run(fanout, self.fanout_slots.clone(), tracker, cancel) => end,
+                end = deliveries.run(deliverer, slots.clone(), tracker, cancel) => end,
+            };
+            depths_stop.cancel();
+            end
+        };
+        let (end, ()) = tokio::join!(consuming, depths);
+        if cancel.is_cancelled() {
+            // The consumers (and so their channels) live until in-flight work is acked.
+            self.drain().await;
+        }
+        drop((events, deliveries));
+        match end {
+            ConsumeEnd::Stopped => Ok(()),
+            ConsumeEnd::Ended(reason) => Err(reason),
+        }
+    }
+
+    /// Waits for in-flight messages up to `worker.shutdown_timeout`; called
+    /// while the consumers' channels are still open, so their acks go through.
+    async fn drain(&self) {
+        let tracker = &self.tracker;
+        tracker.close();
+        let timeout = self.config.worker.shutdown_timeout;
+        info!(
+            in_flight = tracker.len(),
+            timeout_ms = timeout.as_millis() as u64,
+            "worker draining"
+        );
+        if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+            warn!(
+                in_flight = tracker.len(),
+                "shutdown timeout reached; the rest returns to the queue unacked"
+            );
+        }
+    }
+}
