@@ -5,29 +5,53 @@
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
+    IntGaugeVec, Registry, TextEncoder, core::Collector,
 };
 
 use crate::dead_letter::DeadReason;
 
-pub struct Metrics {
-    registry: Registry,
-    families: Vec<(String, Kind)>,
-    per_subscription: bool,
-    pub events_received: IntCounter,
-    pub events_rejected: IntCounterVec,
-    pub deliveries: IntCounterVec,
-    pub dead_letters: IntCounterVec,
-    pub attempt_duration: HistogramVec,
-    pub delivery_latency: Histogram,
-    pub deliveries_in_flight: IntGauge,
-    pub subscriptions: IntGauge,
-    pub snapshot_age: Gauge,
-    pub broker_connected: IntGauge,
-    pub redis_connected: IntGauge,
-    pub queue_messages: IntGaugeVec,
-    pub fanout_handoffs: IntCounterVec,
-    pub build_info: IntGaugeVec,
+/// Declares `Metrics`, one public field per `herald_*` family, each registered by
+/// `Metrics::new`. A row reads `field: Type = "name" [by [labels]] [per
+/// subscription] [in BUCKETS];`; its doc comment is the family's help text, and
+/// `per subscription` adds a `subscription` label under `metrics.per_subscription`.
+macro_rules! families {
+    ($(
+        #[doc = $help:literal]
+        $field:ident: $type:ident =
+            $name:literal $(by [$($label:literal),*])? $(per $per:ident)? $(in $buckets:expr)?;
+    )+) => {
+        pub struct Metrics {
+            registry: Registry,
+            families: Vec<(String, Kind)>,
+            per_subscription: bool,
+            $(#[doc = $help] pub $field: $type,)+
+        }
+
+        impl Metrics {
+            /// `per_subscription` adds a `subscription` label to `herald_deliveries_total`.
+            pub fn new(per_subscription: bool) -> Self {
+                let mut r = Registrar {
+                    registry: Registry::new(),
+                    families: Vec::new(),
+                    per_subscription,
+                };
+                let metrics = Self {
+                    $($field: r.add(
+                        $name,
+                        $help,
+                        &[$($($label),*)?],
+                        None::<&[f64]> $(.or(Some(&$buckets)))?.unwrap_or_default(),
+                        false $(|| { stringify!($per); true })?,
+                    ),)+
+                    registry: r.registry,
+                    families: r.families,
+                    per_subscription,
+                };
+                metrics.preset_labels();
+                metrics
+            }
+        }
+    };
 }
 
 /// What series a metric family shows as: a histogram adds `_bucket`, `_sum` and `_count`.
@@ -103,146 +127,48 @@ impl Handoff {
     }
 }
 
-/// A metric family as Prometheus shows it: name, help and label names.
-struct Spec {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
+families! {
+    /// Events taken from the events queue.
+    events_received: IntCounter = "herald_events_received_total";
+    /// Events moved to the rejected queue, by reason.
+    events_rejected: IntCounterVec = "herald_events_rejected_total" by ["reason"];
+    /// Delivery attempts and their outcome (success, retry, dead, skipped).
+    deliveries: IntCounterVec = "herald_deliveries_total" by ["outcome"] per subscription;
+    /// Deliveries moved to the dead-letter queue, by reason.
+    dead_letters: IntCounterVec = "herald_dead_letters_total" by ["reason"];
+    /// Duration of one HTTP attempt, by outcome.
+    attempt_duration: HistogramVec =
+        "herald_delivery_attempt_duration_seconds" by ["outcome"] in ATTEMPT_BUCKETS;
+    /// Event time to successful delivery.
+    delivery_latency: Histogram = "herald_delivery_latency_seconds" in LATENCY_BUCKETS;
+    /// Delivery attempts running now.
+    deliveries_in_flight: IntGauge = "herald_deliveries_in_flight";
+    /// Subscriptions in this worker's snapshot.
+    subscriptions: IntGauge = "herald_subscriptions";
+    /// Seconds since the subscription snapshot was last confirmed current.
+    snapshot_age: Gauge = "herald_subscription_snapshot_age_seconds";
+    /// 1 while connected to RabbitMQ.
+    broker_connected: IntGauge = "herald_broker_connected";
+    /// 1 while connected to Redis.
+    redis_connected: IntGauge = "herald_redis_connected";
+    /// Messages ready in each herald queue.
+    queue_messages: IntGaugeVec = "herald_queue_messages" by ["queue"];
+    /// First attempts the fan-out left for later instead of making them itself, by reason (no_slot: the worker was busy, handed to the deliveries queue; subscription_cap: at its in-flight cap, parked in a delay queue).
+    fanout_handoffs: IntCounterVec = "herald_fanout_handoffs_total" by ["reason"];
+    /// Always 1; the version label says which herald runs.
+    build_info: IntGaugeVec = "herald_build_info" by ["version"];
 }
 
-const EVENTS_RECEIVED: Spec = Spec {
-    name: "herald_events_received_total",
-    help: "Events taken from the events queue.",
-    labels: &[],
-};
-const EVENTS_REJECTED: Spec = Spec {
-    name: "herald_events_rejected_total",
-    help: "Events moved to the rejected queue, by reason.",
-    labels: &["reason"],
-};
-const DELIVERIES: Spec = Spec {
-    name: "herald_deliveries_total",
-    help: "Delivery attempts and their outcome (success, retry, dead, skipped).",
-    labels: &["outcome"],
-};
-/// `DELIVERIES` with `metrics.per_subscription`.
-const DELIVERIES_PER_SUBSCRIPTION: Spec = Spec {
-    labels: &["outcome", "subscription"],
-    ..DELIVERIES
-};
-const DEAD_LETTERS: Spec = Spec {
-    name: "herald_dead_letters_total",
-    help: "Deliveries moved to the dead-letter queue, by reason.",
-    labels: &["reason"],
-};
-const ATTEMPT_DURATION: Spec = Spec {
-    name: "herald_delivery_attempt_duration_seconds",
-    help: "Duration of one HTTP attempt, by outcome.",
-    labels: &["outcome"],
-};
 /// Seconds, up to the 5-minute ceiling of a subscription's timeout.
 const ATTEMPT_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
-const DELIVERY_LATENCY: Spec = Spec {
-    name: "herald_delivery_latency_seconds",
-    help: "Event time to successful delivery.",
-    labels: &[],
-};
 /// Seconds: retries stretch event time to delivery to hours.
 const LATENCY_BUCKETS: [f64; 15] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
-const DELIVERIES_IN_FLIGHT: Spec = Spec {
-    name: "herald_deliveries_in_flight",
-    help: "Delivery attempts running now.",
-    labels: &[],
-};
-const SUBSCRIPTIONS: Spec = Spec {
-    name: "herald_subscriptions",
-    help: "Subscriptions in this worker's snapshot.",
-    labels: &[],
-};
-const SNAPSHOT_AGE: Spec = Spec {
-    name: "herald_subscription_snapshot_age_seconds",
-    help: "Seconds since the subscription snapshot was last confirmed current.",
-    labels: &[],
-};
-const BROKER_CONNECTED: Spec = Spec {
-    name: "herald_broker_connected",
-    help: "1 while connected to RabbitMQ.",
-    labels: &[],
-};
-const REDIS_CONNECTED: Spec = Spec {
-    name: "herald_redis_connected",
-    help: "1 while connected to Redis.",
-    labels: &[],
-};
-const QUEUE_MESSAGES: Spec = Spec {
-    name: "herald_queue_messages",
-    help: "Messages ready in each herald queue.",
-    labels: &["queue"],
-};
-const FANOUT_HANDOFFS: Spec = Spec {
-    name: "herald_fanout_handoffs_total",
-    help: "First attempts the fan-out left for later instead of making them itself, by reason \
-           (no_slot: the worker was busy, handed to the deliveries queue; subscription_cap: \
-           at its in-flight cap, parked in a delay queue).",
-    labels: &["reason"],
-};
-const BUILD_INFO: Spec = Spec {
-    name: "herald_build_info",
-    help: "Always 1; the version label says which herald runs.",
-    labels: &["version"],
-};
 
 impl Metrics {
-    /// `per_subscription` adds a `subscription` label to `herald_deliveries_total`.
-    pub fn new(per_subscription: bool) -> Self {
-        let mut r = Registrar::default();
-        let deliveries = if per_subscription {
-            &DELIVERIES_PER_SUBSCRIPTION
-        } else {
-            &DELIVERIES
-        };
-        let m = Self {
-            events_received: r.add(Kind::Counter, IntCounter::with_opts(opts(&EVENTS_RECEIVED))),
-            events_rejected: r.counter_vec(&EVENTS_REJECTED),
-            deliveries: r.counter_vec(deliveries),
-            dead_letters: r.counter_vec(&DEAD_LETTERS),
-            attempt_duration: r.add(
-                Kind::Histogram,
-                HistogramVec::new(
-                    histogram_opts(&ATTEMPT_DURATION, &ATTEMPT_BUCKETS),
-                    ATTEMPT_DURATION.labels,
-                ),
-            ),
-            delivery_latency: r.add(
-                Kind::Histogram,
-                Histogram::with_opts(histogram_opts(&DELIVERY_LATENCY, &LATENCY_BUCKETS)),
-            ),
-            deliveries_in_flight: r.gauge(&DELIVERIES_IN_FLIGHT),
-            subscriptions: r.gauge(&SUBSCRIPTIONS),
-            snapshot_age: r.add(Kind::Gauge, Gauge::with_opts(opts(&SNAPSHOT_AGE))),
-            broker_connected: r.gauge(&BROKER_CONNECTED),
-            redis_connected: r.gauge(&REDIS_CONNECTED),
-            queue_messages: r.add(
-                Kind::Gauge,
-                IntGaugeVec::new(opts(&QUEUE_MESSAGES), QUEUE_MESSAGES.labels),
-            ),
-            fanout_handoffs: r.counter_vec(&FANOUT_HANDOFFS),
-            build_info: r.add(
-                Kind::Gauge,
-                IntGaugeVec::new(opts(&BUILD_INFO), BUILD_INFO.labels),
-            ),
-            per_subscription,
-            registry: r.registry,
-            families: r.families,
-        };
-        m.preset_labels();
-        m
-    }
-
     /// Every known label value starts at 0: a series that appears only with its
     /// first increment hides that increment from `rate()` and `increase()`.
     fn preset_labels(&self) {
@@ -297,42 +223,108 @@ impl Metrics {
     }
 }
 
-fn opts(spec: &Spec) -> Opts {
-    Opts::new(spec.name, spec.help)
-}
-
-fn histogram_opts(spec: &Spec, buckets: &[f64]) -> HistogramOpts {
-    HistogramOpts::new(spec.name, spec.help).buckets(buckets.to_vec())
-}
-
-/// Registers each metric as it is made, and remembers its family.
-#[derive(Default)]
+/// Registers each family as it is made, and remembers it.
 struct Registrar {
     registry: Registry,
     families: Vec<(String, Kind)>,
+    per_subscription: bool,
 }
 
 impl Registrar {
-    fn add<C: Collector + Clone + 'static>(
+    /// `help` may carry the spaces of a doc comment; `per_subscription` asks for a
+    /// `subscription` label when the deployment wants one.
+    fn add<F: Family>(
         &mut self,
-        kind: Kind,
-        made: prometheus::Result<C>,
-    ) -> C {
-        let collector = made.expect("every herald metric has a valid name, help and labels");
-        for desc in collector.desc() {
-            self.families.push((desc.fq_name.clone(), kind));
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+        per_subscription: bool,
+    ) -> F {
+        let mut labels = labels.to_vec();
+        if per_subscription && self.per_subscription {
+            labels.push("subscription");
         }
+        let mut opts = HistogramOpts::new(name, help.trim());
+        if !buckets.is_empty() {
+            opts = opts.buckets(buckets.to_vec());
+        }
+        let family =
+            F::make(opts, &labels).expect("every herald metric has a valid name and labels");
+        self.families.push((name.to_owned(), F::KIND));
         self.registry
-            .register(Box::new(collector.clone()))
+            .register(Box::new(family.clone()))
             .expect("each metric is registered once in its own registry");
-        collector
+        family
+    }
+}
+
+/// How each prometheus type is made from a family's options and label names.
+trait Family: Collector + Clone + 'static {
+    const KIND: Kind;
+    fn make(opts: HistogramOpts, labels: &[&str]) -> prometheus::Result<Self>;
+}
+
+macro_rules! family {
+    ($type:ident, $kind:ident, |$opts:ident, $labels:pat_param| $make:expr) => {
+        impl Family for $type {
+            const KIND: Kind = Kind::$kind;
+            fn make($opts: HistogramOpts, $labels: &[&str]) -> prometheus::Result<Self> {
+                $make
+            }
+        }
+    };
+}
+
+family!(IntCounter, Counter, |o, _| IntCounter::with_opts(
+    o.common_opts
+));
+family!(IntCounterVec, Counter, |o, labels| IntCounterVec::new(
+    o.common_opts,
+    labels
+));
+family!(Histogram, Histogram, |o, _| Histogram::with_opts(o));
+family!(HistogramVec, Histogram, |o, labels| HistogramVec::new(
+    o, labels
+));
+family!(IntGauge, Gauge, |o, _| IntGauge::with_opts(o.common_opts));
+family!(Gauge, Gauge, |o, _| Gauge::with_opts(o.common_opts));
+family!(IntGaugeVec, Gauge, |o, labels| IntGaugeVec::new(
+    o.common_opts,
+    labels
+));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_family_is_registered_with_its_doc_comment_as_help() {
+        let metrics = Metrics::new(false);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "# HELP herald_events_received_total Events taken from the events queue.\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE herald_delivery_latency_seconds histogram\n"));
+        let names: Vec<&str> = metrics.families().iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.len(), 14);
+        assert!(names.contains(&"herald_queue_messages"), "{names:?}");
     }
 
-    fn counter_vec(&mut self, spec: &Spec) -> IntCounterVec {
-        self.add(Kind::Counter, IntCounterVec::new(opts(spec), spec.labels))
-    }
-
-    fn gauge(&mut self, spec: &Spec) -> IntGauge {
-        self.add(Kind::Gauge, IntGauge::with_opts(opts(spec)))
+    #[test]
+    fn per_subscription_labels_deliveries_and_nothing_else() {
+        for per_subscription in [false, true] {
+            let metrics = Metrics::new(per_subscription);
+            metrics.delivered(DeliveryOutcome::Success, "ci");
+            let text = metrics.render();
+            let labelled = r#"herald_deliveries_total{outcome="success",subscription="ci"} 1"#;
+            let plain = r#"herald_deliveries_total{outcome="success"} 1"#;
+            assert_eq!(text.contains(labelled), per_subscription, "{text}");
+            assert_eq!(text.contains(plain), !per_subscription, "{text}");
+            assert!(text.contains(r#"herald_dead_letters_total{reason="gone"} 0"#));
+        }
     }
 }

@@ -38,9 +38,10 @@ pub async fn publish(
         }
         single => vec![decode_value(single)?],
     };
+    let publisher = state.link.publisher()?;
     let exchange = state.topology.events();
     let publishes = decoded.iter().map(|d| {
-        let link = &state.link;
+        let publisher = &publisher;
         async move {
             let mut body = serde_json::to_value(&d.event).expect("an Event always serialises");
             if d.webhooks_disabled {
@@ -51,7 +52,7 @@ pub async fn publish(
                 name: exchange,
                 routing_key: &d.event.event_type,
             };
-            link.publish(to, &bytes, Headers::new()).await
+            publisher.publish(to, &bytes, Headers::new()).await
         }
     });
     try_join_all(publishes).await?;

@@ -1,10 +1,10 @@
 //! The consume loop every stage shares, and the only place messages are
 //! settled. Each message is handled on the tracker under a permit from a
 //! semaphore (bounded concurrency on top of the prefetch); its handler says
-//! what should become of it, and the loop acks it, or requeues it and, when
-//! the handler found the session broken, trips the session's fault token.
-//! The loop ends explicitly when the stream ends or errors, so the worker
-//! reconnects instead of sitting idle.
+//! what should become of it, and the loop acks or requeues it. The loop ends
+//! explicitly, tripping the session's fault token, when the stream ends or
+//! errors, and when the session failed elsewhere, so the worker reconnects
+//! instead of sitting idle.
 
 use std::{future::Future, sync::Arc};
 
@@ -44,11 +44,9 @@ impl Message {
 pub enum Settle {
     /// Everything it caused is confirmed by the broker.
     Ack,
-    /// Back to its queue to be taken again: a duplicate, never a loss.
+    /// Back to its queue to be taken again: a duplicate, never a loss. (When
+    /// the failure showed the session broken, the publisher has ended it.)
     Requeue,
-    /// Back to its queue, and the session is broken (a queue or binding gone,
-    /// the channel closed): the worker opens a new one, redeclaring the topology.
-    RequeueAndReconnect,
 }
 
 impl Settle {
@@ -58,11 +56,7 @@ impl Settle {
             Ok(()) => Self::Ack,
             Err(err) => {
                 warn!(error = %err, "follow-up not confirmed, message returned to its queue");
-                if err.needs_new_session() {
-                    Self::RequeueAndReconnect
-                } else {
-                    Self::Requeue
-                }
+                Self::Requeue
             }
         }
     }
@@ -122,7 +116,7 @@ impl Consumer {
                 () = stop.cancelled() => return ConsumeEnd::Stopped,
                 permit = slots.clone().acquire_owned() => permit.expect("the slot semaphore is never closed"),
             };
-            let (handler, fault) = (handler.clone(), self.fault.clone());
+            let handler = handler.clone();
             tracker.spawn(async move {
                 let Delivery {
                     data,
@@ -136,7 +130,7 @@ impl Consumer {
                     properties,
                 };
                 let settle = handler.handle(message).await;
-                settle_message(&acker, settle, &fault).await;
+                settle_message(&acker, settle).await;
                 drop(permit);
             });
         }
@@ -148,13 +142,10 @@ impl Consumer {
     }
 }
 
-async fn settle_message(acker: &Acker, settle: Settle, fault: &CancellationToken) {
+async fn settle_message(acker: &Acker, settle: Settle) {
     let settled = match settle {
         Settle::Ack => acker.ack(BasicAckOptions::default()).await,
-        Settle::Requeue | Settle::RequeueAndReconnect => {
-            if settle == Settle::RequeueAndReconnect {
-                fault.cancel();
-            }
+        Settle::Requeue => {
             let requeue = BasicNackOptions {
                 requeue: true,
                 ..Default::default()

@@ -10,23 +10,17 @@ use tracing::info;
 
 use super::{
     connectivity::SessionUp,
-    headers::Headers,
-    publisher::{Destination, PublishError, Publisher},
+    publisher::{PublishError, Publisher},
     reconnect::keep_session,
     session::{Session, SessionSpec},
     topology::Topology,
 };
 use crate::config::AmqpConfig;
 
-/// A session's publisher and the token that says the session broke.
-struct Open {
-    publisher: Publisher,
-    fault: CancellationToken,
-}
-
 #[derive(Default)]
 pub struct Link {
-    open: ArcSwapOption<Open>,
+    /// The open session's publisher; `None` while the broker is away.
+    publisher: ArcSwapOption<Publisher>,
 }
 
 impl Link {
@@ -51,37 +45,22 @@ impl Link {
         let up = &up;
         keep_session(config, spec, cancel, |session: Arc<Session>| async move {
             info!("api connected to the broker");
-            self.open.store(Some(Arc::new(Open {
-                publisher: session.publisher().clone(),
-                fault: session.fault().clone(),
-            })));
+            let publisher = Arc::new(session.publisher().clone());
+            self.publisher.store(Some(publisher));
             up.set(true);
             tokio::select! {
                 () = cancel.cancelled() => {}
                 () = session.fault().cancelled() => {}
             }
-            self.open.store(None);
+            self.publisher.store(None);
             up.set(false);
             Err("a connection of the session failed".into())
         })
         .await;
     }
 
-    /// Publishes on the current session; a failure that shows the session
-    /// broken (a queue or binding gone) ends it, so the link opens a new one.
-    pub async fn publish(
-        &self,
-        to: Destination<'_>,
-        body: &[u8],
-        headers: Headers,
-    ) -> Result<(), PublishError> {
-        let open = self.open.load_full().ok_or(PublishError::Unavailable)?;
-        let published = open.publisher.publish(to, body, headers).await;
-        if let Err(err) = &published
-            && err.needs_new_session()
-        {
-            open.fault.cancel();
-        }
-        published
+    /// The current session's publisher, or `Unavailable` while there is none.
+    pub fn publisher(&self) -> Result<Arc<Publisher>, PublishError> {
+        self.publisher.load_full().ok_or(PublishError::Unavailable)
     }
 }

@@ -1,6 +1,8 @@
 //! Publishing with the guarantee herald's acks rely on: every publish is
 //! `mandatory` and confirmed. Published means the confirm is an ack *and* no
-//! message came back; anything else is a `PublishError` and the input stays unacked.
+//! message came back; anything else is a `PublishError` and the input stays
+//! unacked. A failure that shows the session broken ends the session right
+//! there, so no caller has to remember to.
 
 use std::{
     sync::{
@@ -13,6 +15,7 @@ use std::{
 use lapin::{
     BasicProperties, Channel, Confirmation, options::BasicPublishOptions, types::ShortString,
 };
+use tokio_util::sync::CancellationToken;
 
 use super::headers::Headers;
 
@@ -38,7 +41,7 @@ pub enum PublishError {
 
 impl PublishError {
     /// A missing queue or binding is healed by redeclaring the topology on a new session.
-    pub fn needs_new_session(&self) -> bool {
+    fn needs_new_session(&self) -> bool {
         matches!(
             self,
             Self::Unroutable { .. } | Self::Amqp { .. } | Self::Unavailable
@@ -79,26 +82,30 @@ impl Destination<'_> {
     }
 }
 
-/// A confirm-mode channel on the publishing connection.
+/// A confirm-mode channel on the publishing connection of a session.
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
     confirm_timeout: Duration,
+    /// Follows the connection's `connection.blocked` / `connection.unblocked` notices.
     blocked: Arc<AtomicBool>,
+    /// The session's fault token.
+    fault: CancellationToken,
 }
 
 impl Publisher {
-    /// `channel` must already be in confirm mode; `blocked` follows the
-    /// connection's `connection.blocked` / `connection.unblocked` notices.
+    /// `channel` must already be in confirm mode.
     pub(super) fn new(
         channel: Channel,
         confirm_timeout: Duration,
         blocked: Arc<AtomicBool>,
+        fault: CancellationToken,
     ) -> Self {
         Self {
             channel,
             confirm_timeout,
             blocked,
+            fault,
         }
     }
 
@@ -109,8 +116,25 @@ impl Publisher {
         self.blocked.load(Ordering::Relaxed)
     }
 
-    /// Publishes a persistent JSON message and waits for its confirm.
+    /// Publishes a persistent JSON message and waits for its confirm. A failure
+    /// that needs a new session (a queue or binding gone, the channel closed)
+    /// trips the session's fault token: its owner opens a new one.
     pub async fn publish(
+        &self,
+        to: Destination<'_>,
+        body: &[u8],
+        headers: Headers,
+    ) -> Result<(), PublishError> {
+        let published = self.publish_confirmed(to, body, headers).await;
+        if let Err(err) = &published
+            && err.needs_new_session()
+        {
+            self.fault.cancel();
+        }
+        published
+    }
+
+    async fn publish_confirmed(
         &self,
         to: Destination<'_>,
         body: &[u8],

@@ -118,7 +118,7 @@ impl Session {
             name,
             publish,
             consume,
-            publisher: Publisher::new(channel, config.confirm_timeout, blocked),
+            publisher: Publisher::new(channel, config.confirm_timeout, blocked, fault.clone()),
             fault: fault.clone(),
         })
     }
@@ -131,9 +131,8 @@ impl Session {
         &self.publisher
     }
 
-    /// Cancelled when a connection of this session failed: the session is done.
-    /// Only `broker` trips it (a consume loop's handler found the session
-    /// broken, a publish for the API did); everyone else can wait for it.
+    /// Cancelled when the session failed (a connection, a consumer, or a publish
+    /// that showed it broken): it is done. Only `broker` trips it.
     pub(super) fn fault(&self) -> &CancellationToken {
         &self.fault
     }

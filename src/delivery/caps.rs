@@ -155,20 +155,24 @@ mod tests {
         assert_eq!(held.len(), 10, "a fast subscription is not capped");
     }
 
+    /// Caps of `limit` where `name` already has `usage`.
+    fn caps_with(limit: usize, name: &str, usage: Usage) -> InFlightCaps {
+        let caps = InFlightCaps::new(limit);
+        caps.usage.lock().unwrap().insert(name.into(), usage);
+        caps
+    }
+
+    /// Recent attempts that averaged `seconds`.
+    fn averaging(seconds: f64) -> Usage {
+        Usage {
+            average: Some(seconds),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn a_slow_subscription_stays_at_its_cap_and_others_are_unaffected() {
-        let caps = InFlightCaps::new(1);
-        {
-            let mut usage = caps.usage.lock().unwrap();
-            usage.insert(
-                "slow".into(),
-                Usage {
-                    in_flight: 0,
-                    average: Some(5.0),
-                    ..Default::default()
-                },
-            );
-        }
+        let caps = caps_with(1, "slow", averaging(5.0));
         let _held = caps.try_acquire("slow").unwrap();
         assert!(caps.try_acquire("slow").is_none());
         assert!(caps.try_acquire("other").is_some());
@@ -176,15 +180,7 @@ mod tests {
 
     #[test]
     fn the_average_follows_recent_attempts() {
-        let caps = InFlightCaps::new(1);
-        caps.usage.lock().unwrap().insert(
-            "s".into(),
-            Usage {
-                in_flight: 0,
-                average: Some(1.0),
-                ..Default::default()
-            },
-        );
+        let caps = caps_with(1, "s", averaging(1.0));
         for _ in 0..30 {
             drop(caps.try_acquire("s").unwrap());
         }
@@ -197,13 +193,12 @@ mod tests {
 
     #[test]
     fn parked_tasks_are_spread_at_the_rate_places_free_up() {
-        let caps = InFlightCaps::new(4);
-        caps.usage.lock().unwrap().insert(
-            "slow".into(),
+        let caps = caps_with(
+            4,
+            "slow",
             Usage {
                 in_flight: 4,
-                average: Some(2.0),
-                ..Default::default()
+                ..averaging(2.0)
             },
         );
         // 4 places, 2 s each: one frees every 0.5 s; each parked task queues behind the last.
@@ -236,14 +231,12 @@ mod tests {
 
     #[test]
     fn a_place_given_back_unused_teaches_nothing() {
-        let caps = InFlightCaps::new(1);
-        caps.usage.lock().unwrap().insert(
-            "slow".into(),
+        let caps = caps_with(
+            1,
+            "slow",
             Usage {
-                in_flight: 0,
-                average: Some(5.0),
                 failing: true,
-                ..Default::default()
+                ..averaging(5.0)
             },
         );
         caps.try_acquire("slow").unwrap().release_unused();

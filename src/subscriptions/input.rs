@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use serde_with::{DisplayFromStr, serde_as};
 
 use super::{
     model::{Format, Method, Subscription, check_name},
@@ -20,6 +21,7 @@ use crate::field_error::FieldError;
 
 /// What a user may send. Everything is optional here so that a missing
 /// required field is named as such, and `null` means the same as absent.
+#[serde_as]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Input {
@@ -27,16 +29,17 @@ struct Input {
     description: Option<String>,
     url: Option<String>,
     method: Option<Method>,
+    #[serde_as(as = "Option<Vec<DisplayFromStr>>")]
     events: Option<Vec<EventPattern>>,
     selector: Option<String>,
     format: Option<Format>,
     /// The body for `template`; the message text for `slack` and `teams`.
     template: Option<String>,
-    content_type: Option<HeaderText>,
-    headers: Option<BTreeMap<HeaderKey, HeaderText>>,
+    content_type: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
     enabled: Option<bool>,
-    timeout: Option<Timeout>,
-    max_attempts: Option<MaxAttempts>,
+    timeout: Option<String>,
+    max_attempts: Option<u64>,
     secret: Option<SigningSecret>,
 }
 
@@ -86,7 +89,9 @@ impl Input {
             (None, Some(existing)) => (existing.secret.clone(), existing.previous_secret.clone()),
             (None, None) => (SigningSecret::generate(), None),
         };
-        let headers = self.headers.unwrap_or_default().into_iter();
+        if let Some(content_type) = &self.content_type {
+            check_header_value("content_type", content_type)?;
+        }
         let sub = Subscription {
             name,
             description: self.description,
@@ -96,13 +101,11 @@ impl Input {
             selector,
             format,
             template: self.template,
-            content_type: self.content_type.map(|HeaderText(text)| text),
-            headers: headers
-                .map(|(HeaderKey(k), HeaderText(v))| (k, v))
-                .collect(),
+            content_type: self.content_type,
+            headers: headers(self.headers.unwrap_or_default())?,
             enabled: self.enabled.unwrap_or(true),
-            timeout: self.timeout.map(|Timeout(t)| t),
-            max_attempts: self.max_attempts.map(|MaxAttempts(n)| n),
+            timeout: self.timeout.as_deref().map(timeout).transpose()?,
+            max_attempts: self.max_attempts.map(max_attempts).transpose()?,
             secret,
             previous_secret,
         };
@@ -174,73 +177,54 @@ const RESERVED_HEADERS: &[&str] = &[
     "user-agent",
 ];
 
-/// A header name a subscription may set, lowercased.
-#[derive(PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "String")]
-struct HeaderKey(String);
-
-impl TryFrom<String> for HeaderKey {
-    type Error = &'static str;
-
-    fn try_from(name: String) -> Result<Self, Self::Error> {
+/// Header names lowercased, each one a subscription may set, each value a
+/// valid header value (before any template in it is rendered).
+fn headers(given: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, FieldError> {
+    let mut headers = BTreeMap::new();
+    for (name, value) in given {
+        let field = format!("headers.{name}");
         let lower = name.to_ascii_lowercase();
-        HeaderName::from_bytes(lower.as_bytes()).map_err(|_| "not a valid header name")?;
+        if HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(FieldError::new(field, "not a valid header name"));
+        }
         if RESERVED_HEADERS.contains(&lower.as_str())
             || lower.starts_with("webhook-")
             || lower.starts_with("herald-")
         {
-            return Err("herald sets this header itself");
+            return Err(FieldError::new(field, "herald sets this header itself"));
         }
-        Ok(Self(lower))
+        check_header_value(&field, &value)?;
+        headers.insert(lower, value);
     }
+    Ok(headers)
 }
 
-/// Text that is a valid header value (before any template in it is rendered).
-#[derive(Deserialize)]
-#[serde(try_from = "String")]
-struct HeaderText(String);
-
-impl TryFrom<String> for HeaderText {
-    type Error = &'static str;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        HeaderValue::from_str(&text).map_err(|_| "not a valid header value")?;
-        Ok(Self(text))
+fn check_header_value(field: &str, value: &str) -> Result<(), FieldError> {
+    match HeaderValue::from_str(value) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(FieldError::new(field, "not a valid header value")),
     }
 }
 
 /// A per-attempt timeout: a human duration from 1ms to 5m.
-#[derive(Deserialize)]
-#[serde(try_from = "String")]
-struct Timeout(Duration);
-
-impl TryFrom<String> for Timeout {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        humantime::parse_duration(&text)
-            .ok()
-            .filter(|d| !d.is_zero() && *d <= Duration::from_secs(300))
-            .map(Self)
-            .ok_or_else(|| format!("{text:?} is not a duration between 1ms and 5m"))
-    }
+fn timeout(text: &str) -> Result<Duration, FieldError> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(300))
+        .ok_or_else(|| {
+            FieldError::new(
+                "timeout",
+                format!("{text:?} is not a duration between 1ms and 5m"),
+            )
+        })
 }
 
 /// Attempts per delivery, the first included: 1 to 100.
-#[derive(Deserialize)]
-#[serde(try_from = "u64")]
-struct MaxAttempts(u32);
-
-impl TryFrom<u64> for MaxAttempts {
-    type Error = &'static str;
-
-    fn try_from(n: u64) -> Result<Self, Self::Error> {
-        u32::try_from(n)
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .map(Self)
-            .ok_or("must be an integer from 1 to 100")
-    }
+fn max_attempts(n: u64) -> Result<u32, FieldError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=100).contains(n))
+        .ok_or_else(|| FieldError::new("max_attempts", "must be an integer from 1 to 100"))
 }
 
 /// RFC 7386 JSON merge patch: objects merge, `null` deletes, anything else replaces.
@@ -272,6 +256,13 @@ mod tests {
         Subscription::from_json(&body, None).unwrap_err()
     }
 
+    /// The error of a minimal valid subscription with `key` set to `value`.
+    fn error_with(key: &str, value: Value) -> FieldError {
+        let mut body = json!({"name": "ci", "url": "https://example.com/", "events": ["*"]});
+        body[key] = value;
+        error_of(body)
+    }
+
     fn field_of(body: Value) -> String {
         error_of(body).field
     }
@@ -300,12 +291,7 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let ok = json!({"name": "ci", "url": "https://example.com/", "events": ["*"]});
-        let with = |k: &str, v: Value| {
-            let mut body = ok.clone();
-            body[k] = v;
-            field_of(body)
-        };
+        let with = |k: &str, v: Value| error_with(k, v).field;
         assert_eq!(with("name", json!("Not_OK")), "name");
         assert_eq!(with("url", json!("ftp://example.com/")), "url");
         assert_eq!(with("url", json!("https://user:pw@example.com/")), "url");
@@ -343,12 +329,7 @@ mod tests {
 
     #[test]
     fn messages_say_what_is_wrong_without_parser_positions() {
-        let ok = json!({"name": "ci", "url": "https://example.com/", "events": ["*"]});
-        let message = |k: &str, v: Value| {
-            let mut body = ok.clone();
-            body[k] = v;
-            error_of(body).message
-        };
+        let message = |k: &str, v: Value| error_with(k, v).message;
         assert_eq!(
             message("method", json!("get")),
             "\"get\" is not POST, PUT or PATCH"
@@ -369,9 +350,10 @@ mod tests {
             message("headers", json!({"Herald-Attempt": "1"})),
             "herald sets this header itself"
         );
-        let mut missing = ok.clone();
-        missing["events"] = Value::Null;
-        assert_eq!(error_of(missing).to_string(), "events: required");
+        assert_eq!(
+            error_with("events", Value::Null).to_string(),
+            "events: required"
+        );
         let secret = message("secret", json!("whsec_dG9vIHNob3J0"));
         assert!(
             !secret.contains("dG9v"),

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_with::{DisplayFromStr, serde_as, skip_serializing_none};
 use time::OffsetDateTime;
 
 use super::{pattern::EventPattern, signature::SigningSecret};
@@ -14,38 +15,32 @@ use crate::field_error::FieldError;
 /// How long a rotated-out secret keeps signing next to the new one.
 pub const PREVIOUS_SECRET_GRACE: Duration = Duration::from_secs(24 * 3600);
 
-/// A subscription as stored in Redis (`<rp>:subscriptions`, name -> this as JSON).
+/// A subscription as stored in Redis (`<rp>:subscriptions`, name -> this as
+/// JSON). Fields that are `None` are left out of the JSON.
+#[serde_as]
+#[skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Subscription {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub url: String,
     pub method: Method,
     /// Lowercased; matching is case-insensitive.
+    #[serde_as(as = "Vec<DisplayFromStr>")]
     pub events: Vec<EventPattern>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
     pub format: Format,
     /// The body for `template`; the message text for `slack` and `teams`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     /// The content type of a `template` body (default `application/json`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     pub enabled: bool,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "humantime_serde"
-    )]
+    #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     pub secret: SigningSecret,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret: Option<PreviousSecret>,
 }
 

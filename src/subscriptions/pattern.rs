@@ -6,8 +6,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// Longest pattern accepted, the same limit as an event type.
 const MAX_LEN: usize = 128;
 
@@ -161,21 +159,6 @@ impl FromStr for EventPattern {
     }
 }
 
-/// As its lowercased text: how a subscription stores its `events`.
-impl Serialize for EventPattern {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.source)
-    }
-}
-
-/// From text, validated by [`EventPattern::parse`]; the error is its message.
-impl<'de> Deserialize<'de> for EventPattern {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
 /// Whether `text` matches `pattern`, where `*` matches any run of characters (empty included)
 /// and every other character matches itself, case-sensitively.
 ///
@@ -238,50 +221,61 @@ mod tests {
         assert_eq!(first("a.b"), None);
     }
 
+    /// `source` matches every type in `yes` and none in `no`.
+    fn assert_matching(source: &str, yes: &[&str], no: &[&str]) {
+        let p = pattern(source);
+        for t in yes {
+            assert!(p.matches(t), "{source} should match {t}");
+        }
+        for t in no {
+            assert!(!p.matches(t), "{source} should not match {t}");
+        }
+    }
+
     #[test]
     fn an_exact_pattern_matches_only_its_type() {
-        let p = pattern("deployment.failed");
-        assert!(p.matches("deployment.failed"));
-        assert!(!p.matches("deployment.failed.again"));
-        assert!(!p.matches("deployment.faile"));
-        assert!(!p.matches("deployment"));
+        assert_matching(
+            "deployment.failed",
+            &["deployment.failed"],
+            &["deployment.failed.again", "deployment.faile", "deployment"],
+        );
     }
 
     #[test]
     fn a_lone_star_matches_every_type() {
-        let p = pattern("*");
-        assert!(p.matches("deployment.failed"));
-        assert!(p.matches("a"));
-        assert_eq!(p.exact(), None);
+        assert_matching("*", &["deployment.failed", "a"], &[]);
+        assert_eq!(pattern("*").exact(), None);
     }
 
     #[test]
     fn a_trailing_glob_matches_every_type_under_the_prefix() {
-        let p = pattern("deployment.*");
-        assert!(p.matches("deployment.failed"));
-        assert!(p.matches("deployment.started.twice"));
-        assert!(!p.matches("deployment"));
-        assert!(!p.matches("deploymentx.failed"));
-        assert!(!p.matches("testworkflow.end"));
+        assert_matching(
+            "deployment.*",
+            &["deployment.failed", "deployment.started.twice"],
+            &["deployment", "deploymentx.failed", "testworkflow.end"],
+        );
     }
 
     #[test]
     fn a_star_spans_dots() {
-        let p = pattern("*.failed");
-        assert!(p.matches("deployment.failed"));
-        assert!(p.matches("testworkflow.step.failed"));
-        assert!(!p.matches("deployment.failed.later"));
-        assert!(!p.matches("failed"));
+        assert_matching(
+            "*.failed",
+            &["deployment.failed", "testworkflow.step.failed"],
+            &["deployment.failed.later", "failed"],
+        );
     }
 
     #[test]
     fn stars_may_appear_anywhere() {
-        let p = pattern("test*.end.*");
-        assert!(p.matches("testworkflow.end.success"));
-        assert!(p.matches("test.end.failure"));
-        assert!(p.matches("testworkflow.step.end.x"));
-        assert!(!p.matches("testworkflow.end"));
-        assert!(!p.matches("workflow.end.success"));
+        assert_matching(
+            "test*.end.*",
+            &[
+                "testworkflow.end.success",
+                "test.end.failure",
+                "testworkflow.step.end.x",
+            ],
+            &["testworkflow.end", "workflow.end.success"],
+        );
     }
 
     #[test]
@@ -366,30 +360,40 @@ mod tests {
         assert_eq!(p, pattern("deployment.*"));
     }
 
+    /// `glob` matches every text in `yes` and none in `no`.
+    fn assert_glob(glob: &str, yes: &[&str], no: &[&str]) {
+        for text in yes {
+            assert!(glob_match(glob, text), "{glob:?} should match {text:?}");
+        }
+        for text in no {
+            assert!(
+                !glob_match(glob, text),
+                "{glob:?} should not match {text:?}"
+            );
+        }
+    }
+
     #[test]
     fn glob_match_is_case_sensitive_and_literal_without_stars() {
-        assert!(glob_match("product", "product"));
-        assert!(!glob_match("product", "Product"));
-        assert!(!glob_match("product", "products"));
-        assert!(glob_match("", ""));
-        assert!(!glob_match("", "a"));
-        assert!(glob_match("*", ""));
+        assert_glob("product", &["product"], &["Product", "products"]);
+        assert_glob("", &[""], &["a"]);
+        assert_glob("*", &[""], &[]);
     }
 
     #[test]
     fn glob_match_handles_adjacent_and_repeated_stars() {
-        assert!(glob_match("a**b", "ab"));
-        assert!(glob_match("*a*a*", "banana"));
-        assert!(!glob_match("*a*a*a*a*", "banana"));
-        assert!(glob_match("product*", "product-a"));
-        assert!(glob_match("*-a", "product-a"));
+        assert_glob("a**b", &["ab"], &[]);
+        assert_glob("*a*a*", &["banana"], &[]);
+        assert_glob("*a*a*a*a*", &[], &["banana"]);
+        assert_glob("product*", &["product-a"], &[]);
+        assert_glob("*-a", &["product-a"], &[]);
     }
 
     #[test]
     fn glob_match_compares_non_ascii_text_byte_for_byte() {
-        assert!(glob_match("pr*d", "prød"));
-        assert!(glob_match("*ø*", "prød"));
-        assert!(!glob_match("*o*", "prød"));
+        let text = "prød";
+        assert!(glob_match("pr*d", text) && glob_match("*ø*", text));
+        assert!(!glob_match("*o*", text), "ø is not o");
     }
 
     #[test]

@@ -604,37 +604,52 @@ mod tests {
         }
     }
 
+    /// `source` matches every label set in `yes` and none in `no`; a set is
+    /// written `k=v,k=v` (`""` for no labels).
+    fn assert_matching(source: &str, yes: &[&str], no: &[&str]) {
+        let sel = selector(source);
+        let set = |text: &str| -> BTreeMap<String, String> {
+            let pairs = text.split(',').filter(|p| !p.is_empty());
+            pairs
+                .map(|p| p.split_once('=').unwrap())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        };
+        for text in yes {
+            assert!(sel.matches(&set(text)), "{source} should match {text:?}");
+        }
+        for text in no {
+            assert!(
+                !sel.matches(&set(text)),
+                "{source} should not match {text:?}"
+            );
+        }
+    }
+
     #[test]
     fn values_compare_case_sensitively() {
-        let sel = selector("env=Prod");
-        assert!(sel.matches(&labels(&[("env", "Prod")])));
-        assert!(!sel.matches(&labels(&[("env", "prod")])));
-        assert!(!selector("Env=Prod").matches(&labels(&[("env", "Prod")])));
+        assert_matching("env=Prod", &["env=Prod"], &["env=prod"]);
+        assert_matching("Env=Prod", &[], &["env=Prod"]);
     }
 
     #[test]
     fn not_equals_matches_a_different_or_absent_label() {
-        let sel = selector("env!=prod");
-        assert!(sel.matches(&labels(&[("env", "dev")])));
-        assert!(sel.matches(&labels(&[])));
-        assert!(!sel.matches(&labels(&[("env", "prod")])));
+        assert_matching("env!=prod", &["env=dev", ""], &["env=prod"]);
     }
 
     #[test]
     fn in_matches_any_listed_value() {
-        let sel = selector("env in (prod, staging)");
-        assert!(sel.matches(&labels(&[("env", "prod")])));
-        assert!(sel.matches(&labels(&[("env", "staging")])));
-        assert!(!sel.matches(&labels(&[("env", "dev")])));
-        assert!(!sel.matches(&labels(&[])));
+        let sel = "env in (prod, staging)";
+        assert_matching(sel, &["env=prod", "env=staging"], &["env=dev", ""]);
     }
 
     #[test]
     fn notin_matches_an_unlisted_or_absent_label() {
-        let sel = selector("env notin (prod,staging)");
-        assert!(sel.matches(&labels(&[("env", "dev")])));
-        assert!(sel.matches(&labels(&[])));
-        assert!(!sel.matches(&labels(&[("env", "staging")])));
+        assert_matching(
+            "env notin (prod,staging)",
+            &["env=dev", ""],
+            &["env=staging"],
+        );
     }
 
     #[test]
@@ -658,10 +673,12 @@ mod tests {
 
     #[test]
     fn a_glob_value_matches_a_prefix() {
-        let sel = selector("project=product*");
-        assert!(sel.matches(&labels(&[("project", "product-a")])));
-        assert!(sel.matches(&labels(&[("project", "product")])));
-        assert!(!sel.matches(&labels(&[("project", "prod")])));
+        let sel = "project=product*";
+        assert_matching(
+            sel,
+            &["project=product-a", "project=product"],
+            &["project=prod"],
+        );
     }
 
     #[test]
