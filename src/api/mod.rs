@@ -23,7 +23,7 @@ use crate::{
     config::Config,
     delivery::http::HttpClient,
     metrics::Metrics,
-    subscriptions::{snapshot::Subscriptions, store::Store},
+    subscriptions::{current::Subscriptions, store::Store},
 };
 
 /// What every handler can reach.

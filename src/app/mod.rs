@@ -22,7 +22,7 @@ use crate::{
     config::Config,
     delivery::{egress::EgressPolicy, http::HttpClient, retry::RetryPolicy, shared::DeliveryCore},
     metrics::Metrics,
-    subscriptions::{credentials::Credentials, snapshot::Subscriptions, store::Store},
+    subscriptions::{credentials::Credentials, current::Subscriptions, store::Store},
 };
 
 /// What a process runs.

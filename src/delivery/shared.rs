@@ -12,7 +12,7 @@ use crate::{
     broker::topology::Topology,
     config::Config,
     metrics::Metrics,
-    subscriptions::{snapshot::Subscriptions, store::Store},
+    subscriptions::{current::Subscriptions, store::Store},
 };
 
 pub struct DeliveryCore {

@@ -3,6 +3,7 @@
 //! selectors), its Redis store and each worker's compiled snapshot.
 
 pub mod credentials;
+pub mod current;
 pub mod input;
 pub mod model;
 pub mod pattern;
