@@ -48,13 +48,13 @@ impl Link {
             let publisher = Arc::new(session.publisher().clone());
             self.publisher.store(Some(publisher));
             up.set(true);
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = session.fault().cancelled() => {}
-            }
+            let served = tokio::select! {
+                () = cancel.cancelled() => Ok(()),
+                () = session.failed() => Err("the session failed".into()),
+            };
             self.publisher.store(None);
             up.set(false);
-            Err("a connection of the session failed".into())
+            served
         })
         .await;
     }

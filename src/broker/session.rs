@@ -131,13 +131,8 @@ impl Session {
         &self.publisher
     }
 
-    /// Cancelled when the session failed (a connection, a consumer, or a publish
-    /// that showed it broken): it is done. Only `broker` trips it.
-    pub(super) fn fault(&self) -> &CancellationToken {
-        &self.fault
-    }
-
-    /// Returns once the session has failed.
+    /// Returns once the session has failed: a connection, a consumer, or a
+    /// publish that showed it broken. Only `broker` trips the fault token.
     pub async fn failed(&self) {
         self.fault.cancelled().await;
     }
