@@ -14,7 +14,9 @@
 #
 #   scripts/bench.sh [EVENTS]        (default 30000 1 KiB persistent events)
 #
-# BENCH_LATENCY_SECS (default 20) sets how long each latency run publishes.
+# BENCH_LATENCY_SECS (default 20) sets how long each latency run publishes;
+# BENCH_HERALD (default target/release/herald) names the herald binary to
+# measure, so an earlier build can be compared with this one on the same day.
 # Broker, receiver, producer and herald share the machine's cores, as in the
 # speed bar. Compare ratios within one run: these machines are noisy.
 set -euo pipefail
@@ -28,6 +30,7 @@ FANOUT_EVENTS=$((EVENTS / 10))
 QUEUE_TYPE=${BENCH_QUEUE_TYPE:-quorum}
 PORT=${BENCH_API_PORT:-18080}
 LATENCY_SECS=${BENCH_LATENCY_SECS:-20}
+HERALD=${BENCH_HERALD:-target/release/herald}
 SLOW_REPLY=5s
 # herald's defaults, spelled out because the isolation figure depends on them:
 # the slow receiver answers well inside the timeout, and the cap bounds its share.
@@ -80,7 +83,7 @@ start_herald() {
     local log=$OUT/herald-$1.log
     shift
     # `env` execs herald, so $! is herald's own PID (the one /proc is read for).
-    env "$@" target/release/herald serve >"$log" 2>&1 &
+    env "$@" "$HERALD" serve >"$log" 2>&1 &
     HERALD_PID=$!
     until curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
         kill -0 "$HERALD_PID" 2>/dev/null || { cat "$log"; exit 1; }
