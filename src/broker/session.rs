@@ -64,7 +64,6 @@ pub struct SessionSpec<'a> {
 }
 
 pub struct Session {
-    name: &'static str,
     publish: Connection,
     consume: Option<Connection>,
     publisher: Publisher,
@@ -115,16 +114,11 @@ impl Session {
             None
         };
         Ok(Self {
-            name,
             publish,
             consume,
             publisher: Publisher::new(channel, config.confirm_timeout, blocked, fault.clone()),
             fault: fault.clone(),
         })
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.name
     }
 
     pub fn publisher(&self) -> &Publisher {
