@@ -1,7 +1,7 @@
 //! The command line: `serve`, `publish`, `check-config` and `sink`. Every
 //! command takes `--config FILE`; `HERALD__SECTION__KEY` overrides either.
 
-use std::{io::Read as _, net::SocketAddr, path::PathBuf};
+use std::{io::Read as _, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -17,6 +17,7 @@ use crate::{
     },
     config::Config,
     event, shutdown,
+    sink::{self, SinkArgs},
 };
 
 #[derive(Debug, Parser)]
@@ -44,14 +45,9 @@ pub enum Command {
     Publish(PublishArgs),
     /// Print the effective configuration, secrets masked.
     CheckConfig,
-    /// A local receiver that prints each delivery and checks its signature.
-    Sink {
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        listen: SocketAddr,
-        /// The subscription's signing secret (whsec_...), to verify signatures.
-        #[arg(long)]
-        secret: Option<String>,
-    },
+    /// A local receiver that prints each delivery, checks its signature and
+    /// answers as told: for trying herald out and rehearsing failures.
+    Sink(SinkArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,7 +79,7 @@ impl Cli {
                 print!("{}", config.to_masked_toml());
                 Ok(())
             }
-            Command::Sink { listen, secret } => crate::sink::run(listen, secret.as_deref()).await,
+            Command::Sink(args) => sink::run(args).await,
         }
     }
 }

@@ -1,6 +1,6 @@
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
-use crate::support::{AMQP_URL, TestApp, receiver::Receiver, subscription};
+use crate::support::{TestApp, process::herald_command, receiver::Receiver, subscription};
 
 #[tokio::test]
 async fn herald_publish_sends_an_event_that_is_delivered_with_labels_and_data() {
@@ -13,13 +13,7 @@ async fn herald_publish_sends_an_event_that_is_delivered_with_labels_and_data() 
             body
         })
         .await;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("HERALD__") {
-            command.env_remove(key);
-        }
-    }
-    let out = command
+    let out = herald_command(app.prefix())
         .args([
             "publish",
             "--type",
@@ -37,8 +31,6 @@ async fn herald_publish_sends_an_event_that_is_delivered_with_labels_and_data() 
             "--source",
             "ci",
         ])
-        .env("HERALD__AMQP__URL", AMQP_URL)
-        .env("HERALD__AMQP__PREFIX", app.prefix())
         .output()
         .unwrap();
     assert!(
@@ -58,9 +50,8 @@ async fn herald_publish_sends_an_event_that_is_delivered_with_labels_and_data() 
     assert_eq!(body["data"], serde_json::json!({"version": "1.2.3"}));
     assert_eq!(body["source"], "ci");
 
-    let bad = Command::new(env!("CARGO_BIN_EXE_herald"))
+    let bad = herald_command(app.prefix())
         .args(["publish", "--type", "Not Valid"])
-        .env("HERALD__AMQP__PREFIX", app.prefix())
         .output()
         .unwrap();
     assert!(!bad.status.success());

@@ -20,4 +20,5 @@ mod prometheus;
 mod rejected;
 mod retries;
 mod secrets;
+mod sink;
 mod test_route;

@@ -85,6 +85,24 @@ impl Herald {
     }
 }
 
+/// The `herald` binary for a one-off command, configured as `TestApp` is for
+/// `prefix`: no `HERALD__*` from the developer's shell leaks in.
+pub fn herald_command(prefix: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HERALD__") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("HERALD__AMQP__URL", AMQP_URL)
+        .env("HERALD__AMQP__PREFIX", prefix)
+        .env("HERALD__AMQP__QUEUE_TYPE", "classic")
+        .env("HERALD__REDIS__PREFIX", prefix)
+        .env("HERALD__DELIVERY__ALLOW_PRIVATE_TARGETS", "true");
+    command
+}
+
 impl Drop for Herald {
     fn drop(&mut self) {
         let _ = self.child.kill();
