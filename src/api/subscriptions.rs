@@ -19,25 +19,14 @@ use crate::{
         input::merge_patch,
         model::{Subscription, check_name},
         store::{Expect, Written},
-        template::is_template,
     },
 };
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
-/// A literal forbidden address (or scheme) is refused when saved; host names are
-/// judged again at every connect, where DNS can have changed its answer.
+/// The SSRF guard's word on a subscription as saved.
 fn check_target(state: &AppState, sub: &Subscription) -> Result<(), FieldError> {
-    if is_template(&sub.url) {
-        return Ok(()); // judged after rendering, at every attempt
-    }
-    let url = reqwest::Url::parse(&sub.url)
-        .map_err(|e| FieldError::new("url", format!("not a URL: {e}")))?;
-    state
-        .http
-        .policy()
-        .check_url(&url)
-        .map_err(|refusal| FieldError::new("url", refusal))
+    state.http.policy().check_subscription(sub)
 }
 
 fn not_found(name: &str) -> ApiError {

@@ -17,7 +17,11 @@ use reqwest::{
 };
 
 use super::lookups::SharedLookups;
-use crate::config::DeliveryConfig;
+use crate::{
+    config::DeliveryConfig,
+    field_error::FieldError,
+    subscriptions::{model::Subscription, template::is_template},
+};
 
 /// Cloud metadata and credential endpoints. One request to them can hand out the
 /// host's cloud credentials, so no setting opens them.
@@ -148,6 +152,19 @@ impl EgressPolicy {
             },
         };
         self.refuse(ip).map_or(Ok(()), Err)
+    }
+
+    /// A subscription's URL as saved: a literal forbidden address (or scheme) is
+    /// refused now; a host name is judged again at every connect, where DNS may
+    /// answer differently, and a templated URL after rendering, at every attempt.
+    pub fn check_subscription(&self, sub: &Subscription) -> Result<(), FieldError> {
+        if is_template(&sub.url) {
+            return Ok(());
+        }
+        let url =
+            Url::parse(&sub.url).map_err(|e| FieldError::new("url", format!("not a URL: {e}")))?;
+        self.check_url(&url)
+            .map_err(|refusal| FieldError::new("url", refusal))
     }
 
     fn judge_v4(&self, ip: Ipv4Addr) -> Option<&'static str> {

@@ -85,6 +85,10 @@ impl Input {
         let format = self.format.unwrap_or(Format::Json);
         check_format(format, self.template.is_some(), self.content_type.is_some())?;
         let (secret, previous_secret) = match (self.secret, existing) {
+            // The same secret again (an exported file applied back) rotates nothing.
+            (Some(secret), Some(existing)) if secret == existing.secret => {
+                (secret, existing.previous_secret.clone())
+            }
             (Some(secret), _) => (secret, None),
             (None, Some(existing)) => (existing.secret.clone(), existing.previous_secret.clone()),
             (None, None) => (SigningSecret::generate(), None),

@@ -2,8 +2,10 @@
 //! secrets and templates, the matching rules (event-type patterns, label
 //! selectors), its Redis store and each worker's compiled snapshot.
 
+pub mod apply;
 pub mod credentials;
 pub mod current;
+pub mod file;
 pub mod input;
 pub mod model;
 pub mod pattern;

@@ -94,17 +94,27 @@ pub enum Format {
     Template,
 }
 
+impl Format {
+    pub const ALL: [Self; 4] = [Self::Json, Self::Slack, Self::Teams, Self::Template];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Slack => "slack",
+            Self::Teams => "teams",
+            Self::Template => "template",
+        }
+    }
+}
+
 impl TryFrom<String> for Format {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, String> {
-        match text.as_str() {
-            "json" => Ok(Self::Json),
-            "slack" => Ok(Self::Slack),
-            "teams" => Ok(Self::Teams),
-            "template" => Ok(Self::Template),
-            _ => Err(format!("{text:?} is not json, slack, teams or template")),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == text)
+            .ok_or_else(|| format!("{text:?} is not json, slack, teams or template"))
     }
 }
 

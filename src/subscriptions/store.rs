@@ -120,14 +120,24 @@ impl Store {
         .transpose()
     }
 
+    /// Every subscription, by name.
     pub async fn list(&self) -> Result<Vec<Subscription>, StoreError> {
+        let records = self.records().await?;
+        Ok(records.into_iter().map(|(sub, _)| sub).collect())
+    }
+
+    /// Every subscription by name, each with the stored JSON a conditional write expects.
+    pub async fn records(&self) -> Result<Vec<(Subscription, String)>, StoreError> {
         let all: HashMap<String, String> = self.conn.clone().hgetall(&self.hash).await?;
-        let mut subs = all
+        let mut records = all
             .into_iter()
-            .map(|(name, raw)| serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(name, e)))
-            .collect::<Result<Vec<Subscription>, _>>()?;
-        subs.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(subs)
+            .map(|(name, raw)| match serde_json::from_str(&raw) {
+                Ok(sub) => Ok((sub, raw)),
+                Err(e) => Err(StoreError::Corrupt(name, e)),
+            })
+            .collect::<Result<Vec<(Subscription, String)>, _>>()?;
+        records.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(records)
     }
 
     pub async fn write(

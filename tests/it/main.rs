@@ -13,6 +13,7 @@ mod delivery;
 mod egress;
 mod faults;
 mod formats;
+mod gitops;
 mod layers;
 mod matching;
 mod observability_files;

@@ -1,14 +1,14 @@
-//! The command line: `serve`, `publish`, `check-config` and `sink`. Every
-//! command takes `--config FILE`; `HERALD__SECTION__KEY` overrides either.
+//! `herald publish`: one event to `<prefix>.events` over AMQP, as a producer
+//! would publish it, validated first so a typo is an error now and not a line
+//! in `<prefix>.rejected` later.
 
-use std::{io::Read as _, path::PathBuf};
+use std::io::Read as _;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use serde_json::{Map, Value};
 
 use crate::{
-    app::{App, Role},
     broker::{
         headers::Headers,
         publisher::Destination,
@@ -16,39 +16,8 @@ use crate::{
         topology::Topology,
     },
     config::Config,
-    event, shutdown,
-    sink::{self, SinkArgs},
+    event,
 };
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "herald",
-    version,
-    about = "Durable, queue-backed webhook delivery"
-)]
-pub struct Cli {
-    /// A TOML file layered over the defaults (config/herald.toml documents every key).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run herald: the API, the worker, or both.
-    Serve {
-        #[arg(long, value_enum, default_value = "all")]
-        role: Role,
-    },
-    /// Publish one event to <prefix>.events over AMQP, as a producer would.
-    Publish(PublishArgs),
-    /// Print the effective configuration, secrets masked.
-    CheckConfig,
-    /// A local receiver that prints each delivery, checks its signature and
-    /// answers as told: for trying herald out and rehearsing failures.
-    Sink(SinkArgs),
-}
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -67,24 +36,7 @@ pub struct PublishArgs {
     pub source: Option<String>,
 }
 
-impl Cli {
-    pub async fn run(self, config: Config) -> anyhow::Result<()> {
-        match self.command {
-            Command::Serve { role } => {
-                let cancel = shutdown::on_signal().context("installing signal handlers")?;
-                App::build(config, role).await?.run(cancel).await
-            }
-            Command::Publish(args) => publish(&config, args).await,
-            Command::CheckConfig => {
-                print!("{}", config.to_masked_toml());
-                Ok(())
-            }
-            Command::Sink(args) => sink::run(args).await,
-        }
-    }
-}
-
-async fn publish(config: &Config, args: PublishArgs) -> anyhow::Result<()> {
+pub async fn run(config: &Config, args: PublishArgs) -> anyhow::Result<()> {
     let mut event = Map::new();
     event.insert("type".into(), Value::String(args.event_type.clone()));
     if let Some(id) = args.id {
