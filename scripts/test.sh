@@ -26,6 +26,14 @@ else
     echo "rabbitmqctl not found (the broker on port $RABBITMQ_PORT runs elsewhere): policy not set" >&2
 fi
 
+step "rabbitmq: delete the streams earlier test runs left (a policy cannot expire a stream)"
+# Each test that dead-letters something gets a test-<uuid>.dead.log stream.
+if command -v rabbitmqctl >/dev/null 2>&1; then
+    "${SUDO[@]}" rabbitmqctl -q list_queues name type 2>/dev/null |
+        awk '$2 == "stream" && $1 ~ /^test-/ {print $1}' |
+        xargs -r -P 4 -n 1 "${SUDO[@]}" rabbitmqctl -q delete_queue >/dev/null || true
+fi
+
 step "redis: delete leftover test-* keys"
 if command -v redis-cli >/dev/null 2>&1; then
     # --scan iterates without blocking the server; del in batches of 500 keys.

@@ -1,7 +1,7 @@
 //! What a dead letter says: why a delivery ended in `<p>.dead`, and the
 //! headers that carry it (DESIGN, "The delivery request"). `delivery::dead`
-//! writes them, `herald_dead_letters_total{reason}` counts by the same names,
-//! and whoever lists or replays dead letters reads them back.
+//! writes and reads them, and `herald_dead_letters_total{reason}` counts by
+//! the same names.
 
 /// `x-herald-reason`: one of [`DeadReason`]'s names.
 pub const REASON_HEADER: &str = "x-herald-reason";
@@ -13,6 +13,8 @@ pub const LAST_ERROR_HEADER: &str = "x-herald-last-error";
 pub const ATTEMPTS_HEADER: &str = "x-herald-attempts";
 /// `x-herald-subscription`: whose delivery it was; absent when the task could not be read.
 pub const SUBSCRIPTION_HEADER: &str = "x-herald-subscription";
+/// `x-herald-died-at`: when the delivery was given up, in unix milliseconds.
+pub const DIED_AT_HEADER: &str = "x-herald-died-at";
 
 /// Why a delivery ended in `<p>.dead`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

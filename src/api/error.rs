@@ -51,6 +51,13 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// The same error, each of `details` one more entry of `details`.
+    pub fn with_details(mut self, details: &[String]) -> Self {
+        self.details
+            .extend(details.iter().map(|d| json!({"message": d})));
+        self
+    }
+
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }

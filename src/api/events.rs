@@ -38,22 +38,20 @@ pub async fn publish(
         }
         single => vec![decode_value(single)?],
     };
-    let publisher = state.link.publisher()?;
+    let session = state.link.session()?;
+    let publisher = session.publisher();
     let exchange = state.topology.events();
-    let publishes = decoded.iter().map(|d| {
-        let publisher = &publisher;
-        async move {
-            let mut body = serde_json::to_value(&d.event).expect("an Event always serialises");
-            if d.webhooks_disabled {
-                body["webhooks_disabled"] = Value::Bool(true);
-            }
-            let bytes = serde_json::to_vec(&body).expect("a JSON value always serialises");
-            let to = Destination::Exchange {
-                name: exchange,
-                routing_key: &d.event.event_type,
-            };
-            publisher.publish(to, &bytes, Headers::new()).await
+    let publishes = decoded.iter().map(|d| async move {
+        let mut body = serde_json::to_value(&d.event).expect("an Event always serialises");
+        if d.webhooks_disabled {
+            body["webhooks_disabled"] = Value::Bool(true);
         }
+        let bytes = serde_json::to_vec(&body).expect("a JSON value always serialises");
+        let to = Destination::Exchange {
+            name: exchange,
+            routing_key: &d.event.event_type,
+        };
+        publisher.publish(to, &bytes, Headers::new()).await
     });
     try_join_all(publishes).await?;
     let ids: Vec<&str> = decoded.iter().map(|d| d.event.id.as_str()).collect();

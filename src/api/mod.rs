@@ -2,6 +2,7 @@
 //! shared state handlers see, and the body limit.
 
 mod auth;
+mod dead;
 pub mod error;
 mod events;
 mod extract;
@@ -73,6 +74,9 @@ pub fn router(state: Arc<AppState>, routes: Routes) -> Router {
             post(subscriptions::rotate),
         )
         .route("/v1/subscriptions/{name}/test", post(test_delivery::send))
+        .route("/v1/dead", get(dead::list))
+        .route("/v1/dead/replay", post(dead::replay))
+        .route("/v1/dead/purge", post(dead::purge))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

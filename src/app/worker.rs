@@ -1,8 +1,9 @@
 //! The worker role: keeps a broker session (publish + consume connections),
-//! runs the fan-out and deliveries consumers on it, and opens a new session
-//! after any fault (connection loss, channel close, consumer cancel, stream
-//! end). On shutdown it stops consuming, lets in-flight work finish within
-//! `worker.shutdown_timeout`, and leaves the rest unacked.
+//! runs the fan-out, deliveries and dead-letter archive consumers on it, and
+//! opens a new session after any fault (connection loss, channel close,
+//! consumer cancel, stream end). On shutdown it stops consuming, lets
+//! in-flight work finish within `worker.shutdown_timeout`, and leaves the rest
+//! unacked.
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,9 +20,12 @@ use crate::{
         session::{Session, SessionSpec},
     },
     config::Config,
-    delivery::{deliverer::Deliverer, shared::DeliveryCore},
+    delivery::{dead::archive::Archive, deliverer::Deliverer, shared::DeliveryCore},
     ingest::fanout::FanOut,
 };
+
+/// Dead letters being moved into the log at once.
+const ARCHIVING: u16 = 16;
 
 pub struct WorkerRole {
     config: Arc<Config>,
@@ -73,15 +77,21 @@ impl WorkerRole {
         .await;
     }
 
-    /// Runs both consumers until shutdown or a fault; `Err` says what failed.
+    /// Runs the consumers until shutdown or a fault; `Err` says what failed.
     async fn serve(&self, session: &Session, cancel: &CancellationToken) -> Result<(), String> {
         let (topology, prefetch) = (&self.core.topology, self.config.amqp.prefetch);
         let started = async {
             let events = session.consume(topology.events(), prefetch).await?;
             let deliveries = session.consume(topology.deliveries(), prefetch).await?;
-            Ok::<_, anyhow::Error>((events, deliveries))
+            let dead = session.consume(topology.dead(), ARCHIVING).await?;
+            Ok::<_, anyhow::Error>((events, deliveries, dead))
         };
-        let (mut events, mut deliveries) = started.await.map_err(|e| format!("{e:#}"))?;
+        let (mut events, mut deliveries, mut dead) = started.await.map_err(|e| format!("{e:#}"))?;
+        let archive = Arc::new(Archive::new(
+            session.publisher().clone(),
+            topology.clone(),
+            self.core.metrics.clone(),
+        ));
         let deliverer = Arc::new(Deliverer::new(
             self.core.clone(),
             session.publisher().clone(),
@@ -103,12 +113,14 @@ impl WorkerRole {
             },
         );
         self.up.set(true);
-        info!(queues = ?[topology.events(), topology.deliveries()], "worker consuming");
+        info!(queues = ?[topology.events(), topology.deliveries(), topology.dead()], "worker consuming");
         let (tracker, slots) = (&self.tracker, &self.core.slots);
+        let archiving = Arc::new(Semaphore::new(usize::from(ARCHIVING)));
         let consuming = async {
             let end = tokio::select! {
                 end = events.run(fanout, self.fanout_slots.clone(), tracker, cancel) => end,
                 end = deliveries.run(deliverer, slots.clone(), tracker, cancel) => end,
+                end = dead.run(archive, archiving, tracker, cancel) => end,
             };
             depths_stop.cancel();
             end
@@ -118,7 +130,7 @@ impl WorkerRole {
             // The consumers (and so their channels) live until in-flight work is acked.
             self.drain().await;
         }
-        drop((events, deliveries));
+        drop((events, deliveries, dead));
         match end {
             ConsumeEnd::Stopped => Ok(()),
             ConsumeEnd::Ended(reason) => Err(reason),

@@ -19,7 +19,10 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
-use super::{headers, publisher::PublishError};
+use super::{
+    headers::{self, Headers},
+    publisher::PublishError,
+};
 
 /// One message taken from a queue: its body and the headers it came with.
 pub struct Message {
@@ -28,6 +31,26 @@ pub struct Message {
 }
 
 impl Message {
+    /// The message and what settles it; the body moves, no copy.
+    pub(super) fn from_delivery(delivery: Delivery) -> (Self, Acker) {
+        let Delivery {
+            data,
+            properties,
+            acker,
+            ..
+        } = delivery;
+        let message = Self {
+            body: Bytes::from(data),
+            properties,
+        };
+        (message, acker)
+    }
+
+    /// Every header it came with, for a copy of the message (values capped).
+    pub fn headers(&self) -> Headers {
+        Headers::copied(self.properties.headers().as_ref())
+    }
+
     /// A header as text, whichever string or integer type the producer used.
     pub fn header_text(&self, name: &str) -> Option<String> {
         headers::read_text(self.properties.headers().as_ref(), name)
@@ -118,17 +141,7 @@ impl Consumer {
             };
             let handler = handler.clone();
             tracker.spawn(async move {
-                let Delivery {
-                    data,
-                    properties,
-                    acker,
-                    ..
-                } = delivery;
-                // The body moves into the message: no copy.
-                let message = Message {
-                    body: Bytes::from(data),
-                    properties,
-                };
+                let (message, acker) = Message::from_delivery(delivery);
                 let settle = handler.handle(message).await;
                 settle_message(&acker, settle).await;
                 drop(permit);

@@ -32,6 +32,22 @@ impl Headers {
         self
     }
 
+    /// A copy of `table`, text values capped like those herald writes.
+    pub(super) fn copied(table: Option<&FieldTable>) -> Self {
+        let mut copy = FieldTable::default();
+        for (name, value) in table.into_iter().flat_map(|t| t.inner()) {
+            let value = match value {
+                AMQPValue::LongString(s) if s.as_bytes().len() > MAX_HEADER_BYTES => {
+                    let text = String::from_utf8_lossy(s.as_bytes());
+                    AMQPValue::LongString(LongString::from(truncate(&text, MAX_HEADER_BYTES)))
+                }
+                other => other.clone(),
+            };
+            copy.insert(name.clone(), value);
+        }
+        Self(copy)
+    }
+
     pub(super) fn into_table(self) -> FieldTable {
         self.0
     }

@@ -1,6 +1,7 @@
-//! A publishing session kept open for the API: `POST /v1/events` asks for the
-//! current publisher and gets `Unavailable` (503) while the broker is away.
-//! The link reconnects with backoff until the app is cancelled.
+//! The API's session, kept open: `POST /v1/events` publishes on it and the
+//! dead-letter routes read streams on it, and both get `Unavailable` (503)
+//! while the broker is away. The link reconnects with backoff until the app
+//! is cancelled.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use tracing::info;
 
 use super::{
     connectivity::SessionUp,
-    publisher::{PublishError, Publisher},
+    publisher::PublishError,
     reconnect::keep_session,
     session::{Session, SessionSpec},
     topology::Topology,
@@ -19,8 +20,8 @@ use crate::config::AmqpConfig;
 
 #[derive(Default)]
 pub struct Link {
-    /// The open session's publisher; `None` while the broker is away.
-    publisher: ArcSwapOption<Publisher>,
+    /// The open session; `None` while the broker is away.
+    session: ArcSwapOption<Session>,
 }
 
 impl Link {
@@ -40,27 +41,28 @@ impl Link {
         let spec = SessionSpec {
             name: "api",
             declare,
-            consume: false,
+            // Reading the dead-letter log is consuming: not on the publishing
+            // connection, which a memory alarm blocks.
+            consume: true,
         };
         let up = &up;
         keep_session(config, spec, cancel, |session: Arc<Session>| async move {
             info!("api connected to the broker");
-            let publisher = Arc::new(session.publisher().clone());
-            self.publisher.store(Some(publisher));
+            self.session.store(Some(session.clone()));
             up.set(true);
             let served = tokio::select! {
                 () = cancel.cancelled() => Ok(()),
                 () = session.failed() => Err("the session failed".into()),
             };
-            self.publisher.store(None);
+            self.session.store(None);
             up.set(false);
             served
         })
         .await;
     }
 
-    /// The current session's publisher, or `Unavailable` while there is none.
-    pub fn publisher(&self) -> Result<Arc<Publisher>, PublishError> {
-        self.publisher.load_full().ok_or(PublishError::Unavailable)
+    /// The current session, or `Unavailable` while there is none.
+    pub fn session(&self) -> Result<Arc<Session>, PublishError> {
+        self.session.load_full().ok_or(PublishError::Unavailable)
     }
 }

@@ -1,7 +1,7 @@
 //! RabbitMQ plumbing, no webhook logic: names and declarations, headers,
 //! confirmed publishing, sessions and the one loop that reopens them, the
-//! consume loop that settles every message, and queue depths. No module
-//! outside this one names a lapin type.
+//! consume loop that settles every message, streams read without consuming,
+//! and queue depths. No module outside this one names a lapin type.
 
 pub mod connectivity;
 pub mod consumer;
@@ -11,4 +11,5 @@ pub mod link;
 pub mod publisher;
 pub mod reconnect;
 pub mod session;
+pub mod stream;
 pub mod topology;

@@ -13,11 +13,13 @@ use std::{
 };
 
 use lapin::{
-    BasicProperties, Channel, Confirmation, options::BasicPublishOptions, types::ShortString,
+    BasicProperties, Channel, Confirmation,
+    options::{BasicPublishOptions, QueueDeclareOptions},
+    types::ShortString,
 };
 use tokio_util::sync::CancellationToken;
 
-use super::headers::Headers;
+use super::{headers::Headers, stream::stream_arguments};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -114,6 +116,30 @@ impl Publisher {
     /// another way forward should take it.
     pub fn is_blocked(&self) -> bool {
         self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Declares the stream `name` to publish to, if it is not there yet (the
+    /// same arguments every time, so declaring again is harmless).
+    pub async fn declare_stream(&self, name: &str) -> Result<(), PublishError> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let declared = self
+            .channel
+            .queue_declare(ShortString::from(name), durable, stream_arguments())
+            .await;
+        match declared {
+            Ok(_) => Ok(()),
+            Err(source) => {
+                // A failed declare closes the channel: the session must go.
+                self.fault.cancel();
+                Err(PublishError::Amqp {
+                    target: name.to_owned(),
+                    source,
+                })
+            }
+        }
     }
 
     /// Publishes a persistent JSON message and waits for its confirm. A failure

@@ -17,11 +17,12 @@ use futures_util::StreamExt;
 use lapin::{
     Connection, ConnectionProperties,
     options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
+    protocol::AMQPErrorKind,
     types::{FieldTable, LongString, ShortString},
     uri::AMQPUri,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{consumer::Consumer, publisher::Publisher, topology::Topology};
 use crate::config::AmqpConfig;
@@ -138,11 +139,25 @@ impl Session {
 
     /// Starts consuming `queue` on a channel of its own with `prefetch` unacked messages.
     pub async fn consume(&self, queue: &str, prefetch: u16) -> anyhow::Result<Consumer> {
+        let (_, consumer) = self
+            .open_consumer(queue, prefetch, FieldTable::default())
+            .await?;
+        Ok(Consumer::new(consumer, self.fault.clone()))
+    }
+
+    /// A consumer of `queue` on a new channel of the consuming connection;
+    /// `arguments` go with `basic.consume` (a stream's `x-stream-offset`).
+    pub(super) async fn open_consumer(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        arguments: FieldTable,
+    ) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
         let conn = self
             .consume
             .as_ref()
             .context("this session was opened without a consuming connection")?;
-        let consumer = step(&format!("consuming {queue}"), async {
+        step(&format!("consuming {queue}"), async {
             let channel = conn
                 .create_channel()
                 .await
@@ -151,19 +166,19 @@ impl Session {
                 .basic_qos(prefetch, BasicQosOptions::default())
                 .await
                 .context("setting the prefetch")?;
-            channel
+            let consumer = channel
                 .basic_consume(
                     ShortString::from(queue),
                     // No consumer tag: the broker makes one up.
                     ShortString::default(),
                     BasicConsumeOptions::default(),
-                    FieldTable::default(),
+                    arguments,
                 )
                 .await
-                .with_context(|| format!("consuming {queue}"))
+                .with_context(|| format!("consuming {queue}"))?;
+            Ok((channel, consumer))
         })
-        .await?;
-        Ok(Consumer::new(consumer, self.fault.clone()))
+        .await
     }
 
     /// Closes both connections; whatever is unacked goes back to its queue.
@@ -215,6 +230,12 @@ async fn connect(
             tokio::select! {
                 () = fault.cancelled() => return,
                 event = events.next() => match event {
+                    Some(lapin::Event::Error(err)) if closed_one_channel(&err) => {
+                        // A channel the broker closed (a passive declare of a missing
+                        // queue, a consumer timeout): its owner sees that and acts;
+                        // the connection and the other channels are fine.
+                        debug!(connection = %name, error = %err, "broker closed a channel");
+                    }
                     Some(lapin::Event::Error(err)) => {
                         warn!(connection = %name, error = %err, "broker connection failed");
                         fault.cancel();
@@ -242,6 +263,14 @@ async fn connect(
         }
     });
     Ok(conn)
+}
+
+/// A soft error closes one channel; a hard one (or a socket error) the connection.
+fn closed_one_channel(err: &lapin::Error) -> bool {
+    matches!(
+        err.kind(),
+        lapin::ErrorKind::ProtocolError(e) if matches!(e.kind(), AMQPErrorKind::Soft(_))
+    )
 }
 
 /// `url` parsed as lapin would, with [`DEFAULT_FRAME_MAX`] unless it sets `frame_max`.

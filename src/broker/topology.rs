@@ -64,6 +64,14 @@ impl Topology {
     pub fn rejected(&self) -> &str {
         &self.rejected
     }
+    /// The stream dead letters rest in once `<p>.dead` handed them over.
+    pub fn dead_log(&self) -> String {
+        format!("{}.log", self.dead)
+    }
+    /// The stream of dead letters replayed or purged (by their offset in the log).
+    pub fn dead_settled(&self) -> String {
+        format!("{}.settled", self.dead)
+    }
     /// The delay queue whose TTL is `delay` (one of `delays()`).
     pub fn delay(&self, delay: Duration) -> String {
         format!("{}.delay.{}ms", self.prefix, delay.as_millis())

@@ -3,6 +3,7 @@
 //! server's settings it needs no flags, and talks to Redis and RabbitMQ
 //! directly: the operator's tools work when the API is down or not deployed.
 
+mod dead;
 mod publish;
 mod subscriptions;
 mod table;
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use self::{publish::PublishArgs, subscriptions::SubscriptionsCommand};
+use self::{dead::DeadCommand, publish::PublishArgs, subscriptions::SubscriptionsCommand};
 use crate::{
     app::{App, Role},
     config::Config,
@@ -46,6 +47,9 @@ pub enum Command {
     /// Apply, export, list, show or delete subscriptions (GitOps).
     #[command(subcommand)]
     Subscriptions(SubscriptionsCommand),
+    /// List, replay or purge dead letters.
+    #[command(subcommand)]
+    Dead(DeadCommand),
     /// Print the effective configuration, secrets masked.
     CheckConfig,
     /// A local receiver that prints each delivery, checks its signature and
@@ -62,6 +66,7 @@ impl Cli {
             }
             Command::Publish(args) => publish::run(&config, args).await,
             Command::Subscriptions(command) => command.run(&config).await,
+            Command::Dead(command) => command.run(&config).await,
             Command::CheckConfig => {
                 print!("{}", config.to_masked_toml());
                 Ok(())

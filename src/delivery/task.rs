@@ -67,8 +67,13 @@ impl DeliveryTask {
 
     /// The headers of this task's message when it waits for `attempt`.
     pub fn headers(&self, attempt: u32) -> Headers {
-        Headers::new()
-            .text(SUBSCRIPTION_HEADER, &self.subscription)
-            .int(ATTEMPT_HEADER, i64::from(attempt))
+        headers(&self.subscription, attempt)
     }
+}
+
+/// The headers of a task for `subscription` waiting for `attempt`.
+pub fn headers(subscription: &str, attempt: u32) -> Headers {
+    Headers::new()
+        .text(SUBSCRIPTION_HEADER, subscription)
+        .int(ATTEMPT_HEADER, i64::from(attempt))
 }

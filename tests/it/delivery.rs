@@ -123,7 +123,7 @@ async fn a_disabled_subscription_gets_a_dead_letter_instead_of_a_request() {
     body["enabled"] = json!(false);
     app.create_subscription(body).await;
     app.publish(json!({"type": "a.b", "id": "e-paused"})).await;
-    let dead = app.take("dead", 1, Duration::from_secs(10)).await;
+    let dead = app.take_dead(1, Duration::from_secs(10)).await;
     assert_eq!(
         dead[0].header("x-herald-reason").as_deref(),
         Some("subscription_disabled")

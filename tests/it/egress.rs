@@ -44,7 +44,7 @@ async fn a_name_resolving_to_loopback_is_refused_at_connect_and_dead_lettered() 
         .await;
     app.publish(json!({"type": "a.b", "id": "never-sent"}))
         .await;
-    let dead = app.take("dead", 1, Duration::from_secs(10)).await;
+    let dead = app.take_dead(1, Duration::from_secs(10)).await;
     assert_eq!(
         dead[0].header("x-herald-reason").as_deref(),
         Some("forbidden_target")
@@ -167,7 +167,7 @@ async fn forty_two_forbidden_literal_targets_are_refused_at_delivery_and_on_the_
 
     app.publish(json!({"type": "a.b", "id": "probe"})).await;
     let dead = app
-        .take("dead", FORBIDDEN.len(), Duration::from_secs(20))
+        .take_dead(FORBIDDEN.len(), Duration::from_secs(20))
         .await;
     for letter in &dead {
         let sub = letter.header("x-herald-subscription").unwrap();

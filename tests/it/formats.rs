@@ -213,7 +213,7 @@ async fn template_failures_dead_letter_as_render_error() {
         app.publish(json!({"type": format!("{name}.happened")}))
             .await;
     }
-    let dead = app.take("dead", cases.len(), Duration::from_secs(20)).await;
+    let dead = app.take_dead(cases.len(), Duration::from_secs(20)).await;
     for letter in &dead {
         assert_eq!(
             letter.header("x-herald-reason").as_deref(),

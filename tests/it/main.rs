@@ -9,6 +9,7 @@ mod api_subscriptions;
 mod chaos;
 mod cli;
 mod config_errors;
+mod dead_letters;
 mod delivery;
 mod egress;
 mod faults;

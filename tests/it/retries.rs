@@ -71,7 +71,7 @@ async fn exhausted_attempts_end_in_the_dead_queue_with_every_header() {
         .await;
     app.publish(json!({"type": "a.b", "id": "doomed"})).await;
 
-    let dead = app.take("dead", 1, Duration::from_secs(15)).await;
+    let dead = app.take_dead(1, Duration::from_secs(15)).await;
     let letter = &dead[0];
     assert_eq!(
         letter.header("x-herald-reason").as_deref(),
@@ -112,7 +112,7 @@ async fn a_per_subscription_max_attempts_overrides_the_default() {
     body["max_attempts"] = json!(1);
     app.create_subscription(body).await;
     app.publish(json!({"type": "a.b"})).await;
-    let dead = app.take("dead", 1, Duration::from_secs(10)).await;
+    let dead = app.take_dead(1, Duration::from_secs(10)).await;
     assert_eq!(dead[0].header("x-herald-attempts").as_deref(), Some("1"));
 }
 
@@ -124,7 +124,7 @@ async fn a_410_dead_letters_and_disables_the_subscription() {
         .await;
     app.publish(json!({"type": "a.b", "id": "first"})).await;
 
-    let dead = app.take("dead", 1, Duration::from_secs(10)).await;
+    let dead = app.take_dead(1, Duration::from_secs(10)).await;
     assert_eq!(dead[0].header("x-herald-reason").as_deref(), Some("gone"));
     assert_eq!(
         dead[0].header("x-herald-last-status").as_deref(),
@@ -138,7 +138,7 @@ async fn a_410_dead_letters_and_disables_the_subscription() {
     // Later events are dead-lettered as subscription_disabled, not sent.
     app.wait_snapshot_current().await;
     app.publish(json!({"type": "a.b", "id": "second"})).await;
-    let dead = app.take("dead", 1, Duration::from_secs(10)).await;
+    let dead = app.take_dead(1, Duration::from_secs(10)).await;
     assert_eq!(
         dead[0].header("x-herald-reason").as_deref(),
         Some("subscription_disabled")

@@ -78,8 +78,9 @@ async fn no_secret_appears_in_anything_herald_logs() {
         first.header("authorization"),
         format!("Bearer {credential}")
     );
-    let dead = broker
-        .take(&format!("{prefix}.dead"), 2, Duration::from_secs(20))
+    let log = format!("{prefix}.dead.log");
+    let (dead, _) = broker
+        .wait_for_stream(&log, 0, 2, Duration::from_secs(20))
         .await;
     assert_eq!(
         dead.len(),

@@ -31,6 +31,8 @@ pub struct Lab {
     http: reqwest::Client,
     reader: Option<(Connection, Channel)>,
     dead: Vec<Message>,
+    /// Where `settle` reads on in the dead-letter log.
+    dead_offset: u64,
     rejected: Vec<Message>,
 }
 
@@ -48,6 +50,7 @@ impl Lab {
             http: reqwest::Client::new(),
             reader: None,
             dead: Vec::new(),
+            dead_offset: 0,
             rejected: Vec::new(),
         }
     }
@@ -223,6 +226,25 @@ impl Lab {
         Ok(&self.reader.as_ref().expect("just connected").1)
     }
 
+    /// Dead letters archived so far (read on from where the last read stopped).
+    pub async fn count_dead_letters(&mut self) -> usize {
+        if let Ok(dead) = self.read_dead_letters().await {
+            self.dead.extend(dead);
+        }
+        self.dead.len()
+    }
+
+    /// The dead letters archived in `<p>.dead.log` since the last call.
+    async fn read_dead_letters(&mut self) -> anyhow::Result<Vec<Message>> {
+        let log = format!("{}.dead.log", self.prefix);
+        self.reader().await?;
+        let (conn, _) = self.reader.as_ref().expect("just connected");
+        let (read, next) =
+            crate::support::read_stream(conn, &log, self.dead_offset, usize::MAX).await?;
+        self.dead_offset = next;
+        Ok(read)
+    }
+
     /// Takes whatever is in `<p>.<suffix>` now.
     async fn take_all(&mut self, suffix: &str) -> anyhow::Result<Vec<Message>> {
         let queue = format!("{}.{suffix}", self.prefix);
@@ -274,7 +296,7 @@ impl Lab {
     ) -> Report {
         let started = Instant::now();
         loop {
-            if let Ok(dead) = self.take_all("dead").await {
+            if let Ok(dead) = self.read_dead_letters().await {
                 self.dead.extend(dead);
             }
             if let Ok(rejected) = self.take_all("rejected").await {

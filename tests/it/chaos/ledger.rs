@@ -77,10 +77,10 @@ impl Ledger {
         let mut dead_pairs = BTreeSet::new();
         let mut dead_by_reason: BTreeMap<String, usize> = BTreeMap::new();
         for m in dead {
-            let reason = m.header("x-herald-reason").unwrap_or_else(|| {
-                // Moved by the broker's delivery limit: only x-death says why.
-                "poison (x-death)".into()
-            });
+            // herald's archive names the broker's own dead letters (delivery limit) poison.
+            let reason = m
+                .header("x-herald-reason")
+                .unwrap_or_else(|| "unnamed".into());
             *dead_by_reason.entry(reason).or_default() += 1;
             let id = serde_json::from_slice::<serde_json::Value>(&m.body)
                 .ok()

@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use herald::{
     app::{App, Role},
@@ -21,7 +22,10 @@ use herald::{
 };
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
-    options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions},
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    },
     types::{AMQPValue, FieldTable},
 };
 use redis::AsyncCommands;
@@ -104,6 +108,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub amqp: Broker,
+    /// The dead-letter log's offset `take_dead` reads on from.
+    dead_read: std::sync::Mutex<u64>,
     cancel: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -129,6 +135,7 @@ impl TestApp {
             config,
             addr,
             http: reqwest::Client::new(),
+            dead_read: std::sync::Mutex::new(0),
             cancel,
             handle: Some(handle),
         };
@@ -228,6 +235,16 @@ impl TestApp {
             .await
     }
 
+    /// Waits for the next `n` dead letters in the log (`<p>.dead.log`), in order;
+    /// the log keeps them, and the next call reads on after them.
+    pub async fn take_dead(&self, n: usize, within: Duration) -> Vec<Message> {
+        let stream = format!("{}.dead.log", self.prefix());
+        let from = *self.dead_read.lock().unwrap();
+        let (got, next) = self.amqp.wait_for_stream(&stream, from, n, within).await;
+        *self.dead_read.lock().unwrap() = next;
+        got
+    }
+
     pub async fn metrics(&self) -> String {
         self.http
             .get(self.url("/metrics"))
@@ -278,7 +295,7 @@ impl Message {
 
 /// The test's own AMQP connection: a producer and a queue reader.
 pub struct Broker {
-    _conn: Connection,
+    pub conn: Connection,
     channel: Channel,
     exchange: String,
 }
@@ -294,7 +311,7 @@ impl Broker {
             .await
             .unwrap();
         Self {
-            _conn: conn,
+            conn,
             channel,
             exchange: format!("{prefix}.events"),
         }
@@ -325,6 +342,35 @@ impl Broker {
         );
     }
 
+    /// Waits until the stream holds `n` entries from offset `from` on; returns
+    /// them and the offset after the last.
+    pub async fn wait_for_stream(
+        &self,
+        stream: &str,
+        mut from: u64,
+        n: usize,
+        within: Duration,
+    ) -> (Vec<Message>, u64) {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        loop {
+            let (read, next) = read_stream(&self.conn, stream, from, n - got.len())
+                .await
+                .unwrap();
+            from = next;
+            got.extend(read);
+            if got.len() >= n {
+                return (got, from);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stream}: got {} of {n} entries within {within:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn take(&self, queue: &str, n: usize, within: Duration) -> Vec<Message> {
         let deadline = Instant::now() + within;
         let mut got = Vec::new();
@@ -351,6 +397,64 @@ impl Broker {
         }
         got
     }
+}
+
+/// Up to `max` entries of the stream `stream` from offset `from` on, read until
+/// it has been quiet for a moment, and the offset to read on from. Nothing
+/// when the stream does not exist (yet). Streams keep what is read.
+pub async fn read_stream(
+    conn: &Connection,
+    stream: &str,
+    from: u64,
+    max: usize,
+) -> anyhow::Result<(Vec<Message>, u64)> {
+    let channel = conn.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    if channel
+        .queue_declare(stream.into(), passive, FieldTable::default())
+        .await
+        .is_err()
+    {
+        return Ok((Vec::new(), from)); // not there yet; the 404 closed the channel
+    }
+    channel.basic_qos(100, BasicQosOptions::default()).await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongLongInt(from as i64),
+    );
+    let mut consumer = channel
+        .basic_consume(
+            stream.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await?;
+    let (mut got, mut next) = (Vec::new(), from);
+    while got.len() < max {
+        let Ok(Some(delivery)) =
+            tokio::time::timeout(Duration::from_millis(300), consumer.next()).await
+        else {
+            break;
+        };
+        let delivery = delivery?;
+        delivery.ack(BasicAckOptions::default()).await?;
+        let message = Message {
+            body: delivery.data.clone(),
+            headers: delivery.properties.headers().clone().unwrap_or_default(),
+        };
+        let offset: u64 = message.header("x-stream-offset").unwrap().parse()?;
+        if offset >= from {
+            next = offset + 1;
+            got.push(message);
+        }
+    }
+    let _ = channel.close(200, "read".into()).await;
+    Ok((got, next))
 }
 
 /// The sum of the samples in a Prometheus text page whose line `matches`

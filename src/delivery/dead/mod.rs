@@ -1,8 +1,15 @@
-//! Dead letters: a delivery that will not be attempted again, moved to
-//! `<p>.dead` with headers saying why (`crate::dead_letter`), so it can be
-//! listed and replayed.
+//! Dead letters: a delivery that will not be attempted again is published to
+//! `<p>.dead` with headers saying why (`crate::dead_letter`); the worker's
+//! `archive` moves everything that reaches `<p>.dead` into the stream
+//! `<p>.dead.log`, where `log` lists it and `replay` puts it back into
+//! delivery, or purges it, without taking anything off a queue.
+
+pub mod archive;
+pub mod log;
+pub mod replay;
 
 use bytes::Bytes;
+use time::OffsetDateTime;
 
 use super::{
     outcome::Failure,
@@ -15,8 +22,8 @@ use crate::{
         topology::Topology,
     },
     dead_letter::{
-        ATTEMPTS_HEADER, DeadReason, LAST_ERROR_HEADER, LAST_STATUS_HEADER, REASON_HEADER,
-        SUBSCRIPTION_HEADER as DEAD_SUBSCRIPTION_HEADER,
+        ATTEMPTS_HEADER, DIED_AT_HEADER, DeadReason, LAST_ERROR_HEADER, LAST_STATUS_HEADER,
+        REASON_HEADER, SUBSCRIPTION_HEADER as DEAD_SUBSCRIPTION_HEADER,
     },
 };
 
@@ -40,6 +47,7 @@ pub async fn publish(
 ) -> Result<(), PublishError> {
     let mut headers = Headers::new()
         .text(REASON_HEADER, letter.reason.as_str())
+        .int(DIED_AT_HEADER, now_millis())
         .int(ATTEMPTS_HEADER, i64::from(letter.attempts))
         // Kept so a replay is an ordinary task for the same attempt number.
         .int(ATTEMPT_HEADER, i64::from(letter.attempts.max(1)));
@@ -58,4 +66,10 @@ pub async fn publish(
     publisher
         .publish(Destination::Queue(topology.dead()), body, headers)
         .await
+}
+
+/// The time now in unix milliseconds, as `x-herald-died-at` says it.
+pub fn now_millis() -> i64 {
+    let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(now).unwrap_or(i64::MAX)
 }
