@@ -28,6 +28,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub worker: WorkerConfig,
     pub delivery: DeliveryConfig,
+    pub outcomes: OutcomesConfig,
     pub credentials: CredentialsConfig,
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
@@ -115,6 +116,18 @@ pub struct DeliveryConfig {
     pub allowed_cidrs: Vec<IpNet>,
     /// Refuse plain-http subscription URLs.
     pub https_only: bool,
+    /// A subscription whose attempts have all failed for this long, without a single
+    /// success, is disabled (logged, counted, announced as an outcome event). 0 never does.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomesConfig {
+    /// Publish one message per attempt outcome to the topic exchange `<prefix>.outcomes`,
+    /// best effort: publishing them never blocks or fails a delivery.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -155,8 +155,54 @@ families! {
     queue_messages: IntGaugeVec = "herald_queue_messages" by ["queue"];
     /// First attempts the fan-out left for later instead of making them itself, by reason (no_slot: the worker was busy, handed to the deliveries queue; subscription_cap: at its in-flight cap, parked in a delay queue).
     fanout_handoffs: IntCounterVec = "herald_fanout_handoffs_total" by ["reason"];
+    /// Outcome events (outcomes.enabled), by result: published, dropped (the queue was full), failed (the broker could not take them).
+    outcome_events: IntCounterVec = "herald_outcome_events_total" by ["result"];
+    /// Subscriptions herald disabled, by reason: gone (a 410), failing (no success for delivery.disable_after).
+    subscriptions_disabled: IntCounterVec = "herald_subscriptions_disabled_total" by ["reason"];
     /// Always 1; the version label says which herald runs.
     build_info: IntGaugeVec = "herald_build_info" by ["version"];
+}
+
+/// `herald_outcome_events_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeResult {
+    Published,
+    /// The queue before the publisher was full.
+    Dropped,
+    /// The broker could not take it.
+    Failed,
+}
+
+impl OutcomeResult {
+    pub const ALL: [Self; 3] = [Self::Published, Self::Dropped, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Dropped => "dropped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// `herald_subscriptions_disabled_total{reason}`: why herald disabled a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisabledReason {
+    /// The endpoint answered 410 Gone.
+    Gone,
+    /// No success for `delivery.disable_after`.
+    Failing,
+}
+
+impl DisabledReason {
+    pub const ALL: [Self; 2] = [Self::Gone, Self::Failing];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gone => "gone",
+            Self::Failing => "failing",
+        }
+    }
 }
 
 /// Seconds, up to the 5-minute ceiling of a subscription's timeout.
@@ -193,6 +239,13 @@ impl Metrics {
         for reason in Handoff::ALL {
             self.fanout_handoffs.with_label_values(&[reason.as_str()]);
         }
+        for result in OutcomeResult::ALL {
+            self.outcome_events.with_label_values(&[result.as_str()]);
+        }
+        for reason in DisabledReason::ALL {
+            self.subscriptions_disabled
+                .with_label_values(&[reason.as_str()]);
+        }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -206,6 +259,16 @@ impl Metrics {
         } else {
             self.deliveries.with_label_values(&[outcome.as_str()]).inc();
         }
+    }
+
+    pub fn outcome(&self, result: OutcomeResult) {
+        let events = &self.outcome_events;
+        events.with_label_values(&[result.as_str()]).inc();
+    }
+
+    pub fn disabled(&self, reason: DisabledReason) {
+        let disabled = &self.subscriptions_disabled;
+        disabled.with_label_values(&[reason.as_str()]).inc();
     }
 
     /// Every metric family registered, by name, whether or not it has a series yet.
@@ -310,7 +373,7 @@ mod tests {
         );
         assert!(text.contains("# TYPE herald_delivery_latency_seconds histogram\n"));
         let names: Vec<&str> = metrics.families().iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 16);
         assert!(names.contains(&"herald_queue_messages"), "{names:?}");
     }
 

@@ -20,7 +20,9 @@ use crate::{
         session::{Session, SessionSpec},
     },
     config::Config,
-    delivery::{dead::archive::Archive, deliverer::Deliverer, shared::DeliveryCore},
+    delivery::{
+        dead::archive::Archive, deliverer::Deliverer, outcomes::Outcomes, shared::DeliveryCore,
+    },
     ingest::fanout::FanOut,
 };
 
@@ -69,7 +71,7 @@ impl WorkerRole {
         keep_session(&self.config.amqp, spec, &cancel, |session: Arc<Session>| {
             let cancel = &cancel;
             async move {
-                let served = self.serve(&session, cancel).await;
+                let served = self.serve(session, cancel).await;
                 self.up.set(false);
                 served
             }
@@ -78,7 +80,7 @@ impl WorkerRole {
     }
 
     /// Runs the consumers until shutdown or a fault; `Err` says what failed.
-    async fn serve(&self, session: &Session, cancel: &CancellationToken) -> Result<(), String> {
+    async fn serve(&self, session: Arc<Session>, cancel: &CancellationToken) -> Result<(), String> {
         let (topology, prefetch) = (&self.core.topology, self.config.amqp.prefetch);
         let started = async {
             let events = session.consume(topology.events(), prefetch).await?;
@@ -92,21 +94,28 @@ impl WorkerRole {
             topology.clone(),
             self.core.metrics.clone(),
         ));
+        // Ends the depth watcher and the outcome publisher with the session.
+        let session_over = CancellationToken::new();
+        let outcomes = self.config.outcomes.enabled.then(|| {
+            let exchange = topology.outcomes().to_owned();
+            let metrics = self.core.metrics.clone();
+            Outcomes::start(session.clone(), exchange, metrics, session_over.clone())
+        });
         let deliverer = Arc::new(Deliverer::new(
             self.core.clone(),
             session.publisher().clone(),
+            outcomes,
         ));
         let fanout = Arc::new(FanOut::new(
             deliverer.clone(),
             self.config.limits.max_event_bytes,
         ));
-        let depths_stop = CancellationToken::new();
         let metrics = &self.core.metrics;
         let depths = depth::watch(
-            session,
+            &session,
             topology,
             self.config.metrics.queue_refresh,
-            &depths_stop,
+            &session_over,
             |queue, messages| {
                 let gauge = metrics.queue_messages.with_label_values(&[queue]);
                 gauge.set(i64::from(messages));
@@ -122,7 +131,7 @@ impl WorkerRole {
                 end = deliveries.run(deliverer, slots.clone(), tracker, cancel) => end,
                 end = dead.run(archive, archiving, tracker, cancel) => end,
             };
-            depths_stop.cancel();
+            session_over.cancel();
             end
         };
         let (end, ()) = tokio::join!(consuming, depths);

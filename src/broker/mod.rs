@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod depth;
 pub mod headers;
 pub mod link;
+pub mod notifier;
 pub mod publisher;
 pub mod reconnect;
 pub mod session;

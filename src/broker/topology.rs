@@ -23,6 +23,7 @@ pub struct Topology {
     deliveries: String,
     dead: String,
     rejected: String,
+    outcomes: String,
     delays: Vec<Duration>,
 }
 
@@ -42,6 +43,7 @@ impl Topology {
             deliveries: format!("{prefix}.deliveries"),
             dead: format!("{prefix}.dead"),
             rejected: format!("{prefix}.rejected"),
+            outcomes: format!("{prefix}.outcomes"),
             delays,
         }
     }
@@ -63,6 +65,10 @@ impl Topology {
     }
     pub fn rejected(&self) -> &str {
         &self.rejected
+    }
+    /// The topic exchange outcome events go to (`delivery.succeeded`, ...).
+    pub fn outcomes(&self) -> &str {
+        &self.outcomes
     }
     /// The stream dead letters rest in once `<p>.dead` handed them over.
     pub fn dead_log(&self) -> String {
@@ -92,20 +98,22 @@ impl Topology {
         queues
     }
 
-    /// Declares the exchange, every queue and the one binding.
+    /// Declares the exchanges, every queue and the one binding.
     pub async fn declare(&self, channel: &Channel) -> anyhow::Result<()> {
-        channel
-            .exchange_declare(
-                self.events.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("declaring exchange {}", self.events))?;
+        for exchange in [&self.events, &self.outcomes] {
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("declaring exchange {exchange}"))?;
+        }
 
         // Messages that crash workers over and over end in <p>.dead (reason `poison`).
         let work = self.arguments(Some(&self.dead), None);

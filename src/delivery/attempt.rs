@@ -2,7 +2,7 @@
 //! subscription's cap, timed, classified, counted and logged. Nothing here
 //! publishes; the deliverer makes the outcome durable.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tracing::{debug, info};
@@ -17,6 +17,15 @@ use super::{
 };
 use crate::subscriptions::snapshot::Compiled;
 
+/// What an attempt came to, and what it saw on the way.
+pub struct Attempted {
+    pub outcome: Outcome,
+    /// How long the request took; zero when none was sent.
+    pub duration: Duration,
+    /// The endpoint's answer, up to `delivery.max_response_bytes`.
+    pub response_body: Vec<u8>,
+}
+
 /// Makes the attempt under `place`, which is given back when it ends and
 /// learns whether the attempt failed.
 pub async fn attempt(
@@ -24,15 +33,15 @@ pub async fn attempt(
     mut place: CapGuard,
     compiled: &Compiled,
     task: &DeliveryTask,
-) -> Outcome {
-    let outcome = send(core, compiled, task).await;
-    if !matches!(outcome, Outcome::Delivered { .. }) {
+) -> Attempted {
+    let attempted = send(core, compiled, task).await;
+    if !matches!(attempted.outcome, Outcome::Delivered { .. }) {
         place.failed();
     }
-    outcome
+    attempted
 }
 
-async fn send(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTask) -> Outcome {
+async fn send(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTask) -> Attempted {
     let sub = &compiled.sub;
     let max_attempts = sub.max_attempts.unwrap_or(core.policy.max_attempts);
     let request = match signed_request(sub, compiled.templates(), task, core.timeout) {
@@ -40,7 +49,11 @@ async fn send(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTask) -> 
         Err(err) => {
             // The name of a missing credential, never a value, is in `err`.
             info!(subscription = %sub.name, event_id = %task.event.id, attempt = task.attempt, error = %err, "attempt not sent");
-            return classify_render(&err, task.attempt, max_attempts);
+            return Attempted {
+                outcome: classify_render(&err, task.attempt, max_attempts),
+                duration: Duration::ZERO,
+                response_body: Vec::new(),
+            };
         }
     };
     let metrics = &core.metrics;
@@ -66,7 +79,11 @@ async fn send(core: &DeliveryCore, compiled: &Compiled, task: &DeliveryTask) -> 
         &result,
         elapsed.as_millis() as u64,
     );
-    outcome
+    Attempted {
+        outcome,
+        duration: elapsed,
+        response_body: result.map(|r| r.body).unwrap_or_default(),
+    }
 }
 
 /// One line per attempt: DEBUG when it worked (per event), INFO when it will be

@@ -9,12 +9,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{
-    attempt::attempt,
+    attempt::{Attempted, attempt},
     dead::{self, DeadLetter},
+    disable::disable,
     outcome::{Failure, Outcome},
+    outcomes::{OutcomeEvent, Outcomes},
     route::{Facts, Route, route},
     shared::DeliveryCore,
     task::DeliveryTask,
@@ -25,8 +27,8 @@ use crate::{
         publisher::{Destination, PublishError, Publisher},
     },
     dead_letter::DeadReason,
-    metrics::{DeliveryOutcome, Handoff},
-    subscriptions::{model::Subscription, snapshot::Compiled, store::Store},
+    metrics::{DeliveryOutcome, DisabledReason, Handoff},
+    subscriptions::{model::Subscription, snapshot::Compiled},
 };
 
 /// Who delivers a task, which says how it gets a delivery slot.
@@ -42,11 +44,17 @@ pub enum Holder {
 pub struct Deliverer {
     core: Arc<DeliveryCore>,
     publisher: Publisher,
+    /// Where outcome events go, with `outcomes.enabled`.
+    outcomes: Option<Outcomes>,
 }
 
 impl Deliverer {
-    pub fn new(core: Arc<DeliveryCore>, publisher: Publisher) -> Self {
-        Self { core, publisher }
+    pub fn new(core: Arc<DeliveryCore>, publisher: Publisher, outcomes: Option<Outcomes>) -> Self {
+        Self {
+            core,
+            publisher,
+            outcomes,
+        }
     }
 
     pub fn core(&self) -> &DeliveryCore {
@@ -67,13 +75,16 @@ impl Deliverer {
     ) -> Result<(), PublishError> {
         let sub = &compiled.sub;
         if !sub.enabled {
+            let reason = DeadReason::SubscriptionDisabled;
             let letter = DeadLetter {
                 subscription: Some(&sub.name),
-                reason: DeadReason::SubscriptionDisabled,
+                reason,
                 failure: None,
                 attempts: task.attempt - 1,
             };
-            return self.dead_letter(&task.body, &letter).await;
+            self.dead_letter(&task.body, &letter).await?;
+            self.announce(|| OutcomeEvent::dead_unattempted(&task, reason));
+            return Ok(());
         }
         let place = self.core.caps.try_acquire(&sub.name);
         let free = match holder {
@@ -95,8 +106,27 @@ impl Deliverer {
             }
             (Route::Park, _) | (_, None) => return self.park(&task, holder).await,
         };
-        let outcome = attempt(&self.core, place, compiled, &task).await;
-        self.settle(sub, &task, outcome).await
+        let attempted = attempt(&self.core, place, compiled, &task).await;
+        self.settle(sub, &task, &attempted).await?;
+        self.announce(|| OutcomeEvent::of_attempt(&task, &attempted));
+        let succeeded = matches!(attempted.outcome, Outcome::Delivered { .. });
+        if self.core.failures.record(&sub.name, succeeded).await {
+            disable(
+                &self.core,
+                self.outcomes.as_ref(),
+                &sub.name,
+                DisabledReason::Failing,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Hands an outcome event over, if they are published; made only then.
+    fn announce(&self, event: impl FnOnce() -> OutcomeEvent) {
+        if let Some(outcomes) = &self.outcomes {
+            outcomes.announce(event());
+        }
     }
 
     /// Leaves the attempt to any worker with a free slot.
@@ -142,10 +172,10 @@ impl Deliverer {
         &self,
         sub: &Subscription,
         task: &DeliveryTask,
-        outcome: Outcome,
+        attempted: &Attempted,
     ) -> Result<(), PublishError> {
         let core = &self.core;
-        match outcome {
+        match &attempted.outcome {
             Outcome::Delivered { .. } => {
                 core.metrics.delivered(DeliveryOutcome::Success, &sub.name);
                 Ok(())
@@ -154,7 +184,7 @@ impl Deliverer {
                 failure,
                 not_before,
             } => {
-                let delay = core.policy.next_delay(task.attempt, not_before);
+                let delay = core.policy.next_delay(task.attempt, *not_before);
                 let queue = core.topology.delay(delay);
                 let headers = task.headers(task.attempt + 1);
                 self.publisher
@@ -169,14 +199,15 @@ impl Deliverer {
                 Ok(())
             }
             Outcome::Dead { reason, failure } => {
-                if reason == DeadReason::Gone {
+                if *reason == DeadReason::Gone {
                     // First: once the dead letter is visible, the subscription is already off.
-                    disable(&core.store, &sub.name).await;
+                    let outcomes = self.outcomes.as_ref();
+                    disable(core, outcomes, &sub.name, DisabledReason::Gone).await;
                 }
                 let letter = DeadLetter {
                     subscription: Some(&sub.name),
-                    reason,
-                    failure: Some(&failure),
+                    reason: *reason,
+                    failure: Some(failure),
                     attempts: task.attempt,
                 };
                 self.dead_letter(&task.body, &letter).await
@@ -245,22 +276,5 @@ impl Deliverer {
 impl Handler for Deliverer {
     async fn handle(self: Arc<Self>, message: Message) -> Settle {
         Settle::after(self.take(message).await)
-    }
-}
-
-/// After a 410 the endpoint said it is gone for good: stop sending to it.
-async fn disable(store: &Store, name: &str) {
-    let result = store
-        .update(name, |s| {
-            let change = s.enabled;
-            s.enabled = false;
-            Ok::<_, std::convert::Infallible>(change)
-        })
-        .await;
-    match result {
-        Ok(_) => info!(subscription = name, "subscription disabled after 410 Gone"),
-        Err(err) => {
-            warn!(subscription = name, error = %err, "could not disable a subscription after 410 Gone")
-        }
     }
 }

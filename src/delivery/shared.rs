@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{caps::InFlightCaps, http::HttpClient, retry::RetryPolicy};
+use super::{caps::InFlightCaps, failing::FailureClock, http::HttpClient, retry::RetryPolicy};
 use crate::{
     broker::topology::Topology,
     config::Config,
@@ -25,6 +25,10 @@ pub struct DeliveryCore {
     /// `delivery.timeout`: a subscription's `timeout` overrides it.
     pub timeout: Duration,
     pub caps: InFlightCaps,
+    /// Auto-disable's clock.
+    pub failures: FailureClock,
+    /// `delivery.disable_after`.
+    pub disable_after: Duration,
     /// `worker.concurrency` places for attempts, whoever makes them.
     pub slots: Arc<Semaphore>,
 }
@@ -40,6 +44,7 @@ impl DeliveryCore {
     ) -> Self {
         let delivery = &config.delivery;
         Self {
+            failures: FailureClock::new(store.clone(), delivery.disable_after),
             subscriptions,
             store,
             http,
@@ -48,6 +53,7 @@ impl DeliveryCore {
             policy: RetryPolicy::from_config(delivery),
             timeout: delivery.timeout,
             caps: InFlightCaps::new(delivery.max_in_flight_per_subscription.get() as usize),
+            disable_after: delivery.disable_after,
             slots: Arc::new(Semaphore::new(config.worker.concurrency.get() as usize)),
         }
     }

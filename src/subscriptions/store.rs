@@ -1,7 +1,9 @@
 //! The Redis side of subscriptions: a hash `<rp>:subscriptions` (name -> JSON),
 //! a change counter `<rp>:subscriptions:version`, and a pub/sub notice on
 //! `<rp>:subscriptions:changed`. Every write is one Lua script, so the hash,
-//! the counter and the notice never disagree.
+//! the counter and the notice never disagree. Beside them, the hash
+//! `<rp>:subscriptions:failing` (name -> unix ms) holds when each failing
+//! subscription started failing, for auto-disable.
 
 use std::{collections::HashMap, sync::LazyLock, time::Duration};
 
@@ -53,14 +55,25 @@ static WRITE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-// KEYS: hash, version. ARGV: name, channel. Returns 1 when deleted.
+// KEYS: hash, version, failing. ARGV: name, channel. Returns 1 when deleted.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+        redis.call('HDEL', KEYS[3], ARGV[1])
         local version = redis.call('INCR', KEYS[2])
         redis.call('PUBLISH', ARGV[2], version)
         return 1
+        ",
+    )
+});
+
+// KEYS: failing. ARGV: name, now (ms). Keeps an earlier start; returns the start.
+static MARK_FAILING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+        return tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
         ",
     )
 });
@@ -72,6 +85,7 @@ pub struct Store {
     hash: String,
     version: String,
     channel: String,
+    failing: String,
 }
 
 /// Everything stored, read atomically with the counter it belongs to.
@@ -97,6 +111,7 @@ impl Store {
             hash: format!("{prefix}:subscriptions"),
             version: format!("{prefix}:subscriptions:version"),
             channel: format!("{prefix}:subscriptions:changed"),
+            failing: format!("{prefix}:subscriptions:failing"),
         })
     }
 
@@ -172,6 +187,7 @@ impl Store {
         let deleted: i64 = DELETE
             .key(&self.hash)
             .key(&self.version)
+            .key(&self.failing)
             .arg(name)
             .arg(&self.channel)
             .invoke_async(&mut self.conn.clone())
@@ -203,6 +219,28 @@ impl Store {
             redis::ErrorKind::Client,
             "too many concurrent changes to one subscription",
         ))))
+    }
+
+    /// Records that `name` is failing as of `now_ms`, unless it already was;
+    /// returns since when it has been failing.
+    pub async fn mark_failing(&self, name: &str, now_ms: i64) -> Result<i64, StoreError> {
+        Ok(MARK_FAILING
+            .key(&self.failing)
+            .arg(name)
+            .arg(now_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// Since when `name` has been failing (unix ms), if it is.
+    pub async fn failing_since(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.conn.clone().hget(&self.failing, name).await?)
+    }
+
+    /// `name` succeeded (or was disabled): its failing clock stops.
+    pub async fn clear_failing(&self, name: &str) -> Result<(), StoreError> {
+        let _: i64 = self.conn.clone().hdel(&self.failing, name).await?;
+        Ok(())
     }
 
     /// The counter alone: the cheap question "did anything change?".

@@ -6,6 +6,7 @@ mod support;
 
 mod api_events;
 mod api_subscriptions;
+mod auto_disable;
 mod chaos;
 mod cli;
 mod config_errors;
@@ -18,6 +19,7 @@ mod gitops;
 mod layers;
 mod matching;
 mod observability_files;
+mod outcome_events;
 mod prometheus;
 mod rejected;
 mod retries;
