@@ -155,12 +155,37 @@ families! {
     queue_messages: IntGaugeVec = "herald_queue_messages" by ["queue"];
     /// First attempts the fan-out left for later instead of making them itself, by reason (no_slot: the worker was busy, handed to the deliveries queue; subscription_cap: at its in-flight cap, parked in a delay queue).
     fanout_handoffs: IntCounterVec = "herald_fanout_handoffs_total" by ["reason"];
+    /// Tasks parked in a delay queue until their subscription has room, by reason (subscription_cap, retry_after, rate_limit) and whether the task had been parked before (again).
+    parked: IntCounterVec = "herald_parked_total" by ["reason", "again"];
     /// Outcome events (outcomes.enabled), by result: published, dropped (the queue was full), failed (the broker could not take them).
     outcome_events: IntCounterVec = "herald_outcome_events_total" by ["result"];
     /// Subscriptions herald disabled, by reason: gone (a 410), failing (no success for delivery.disable_after).
     subscriptions_disabled: IntCounterVec = "herald_subscriptions_disabled_total" by ["reason"];
     /// Always 1; the version label says which herald runs.
     build_info: IntGaugeVec = "herald_build_info" by ["version"];
+}
+
+/// `herald_parked_total{reason}`: why a task waits in a delay queue for room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parked {
+    /// Slow or failing, at its share of the worker.
+    SubscriptionCap,
+    /// Its endpoint answered 429 or 503 with a `Retry-After`.
+    RetryAfter,
+    /// Its `rate_limit` is used up for now.
+    RateLimit,
+}
+
+impl Parked {
+    pub const ALL: [Self; 3] = [Self::SubscriptionCap, Self::RetryAfter, Self::RateLimit];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SubscriptionCap => "subscription_cap",
+            Self::RetryAfter => "retry_after",
+            Self::RateLimit => "rate_limit",
+        }
+    }
 }
 
 /// `herald_outcome_events_total{result}`.
@@ -238,6 +263,11 @@ impl Metrics {
         }
         for reason in Handoff::ALL {
             self.fanout_handoffs.with_label_values(&[reason.as_str()]);
+        }
+        for reason in Parked::ALL {
+            for again in ["false", "true"] {
+                self.parked.with_label_values(&[reason.as_str(), again]);
+            }
         }
         for result in OutcomeResult::ALL {
             self.outcome_events.with_label_values(&[result.as_str()]);
@@ -373,7 +403,7 @@ mod tests {
         );
         assert!(text.contains("# TYPE herald_delivery_latency_seconds histogram\n"));
         let names: Vec<&str> = metrics.families().iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 17);
         assert!(names.contains(&"herald_queue_messages"), "{names:?}");
     }
 

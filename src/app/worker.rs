@@ -89,46 +89,35 @@ impl WorkerRole {
             Ok::<_, anyhow::Error>((events, deliveries, dead))
         };
         let (mut events, mut deliveries, mut dead) = started.await.map_err(|e| format!("{e:#}"))?;
-        let archive = Arc::new(Archive::new(
-            session.publisher().clone(),
-            topology.clone(),
-            self.core.metrics.clone(),
-        ));
         // Ends the depth watcher and the outcome publisher with the session.
         let session_over = CancellationToken::new();
-        let outcomes = self.config.outcomes.enabled.then(|| {
-            let exchange = topology.outcomes().to_owned();
-            let metrics = self.core.metrics.clone();
-            Outcomes::start(session.clone(), exchange, metrics, session_over.clone())
-        });
-        let deliverer = Arc::new(Deliverer::new(
-            self.core.clone(),
-            session.publisher().clone(),
-            outcomes,
-        ));
-        let fanout = Arc::new(FanOut::new(
-            deliverer.clone(),
-            self.config.limits.max_event_bytes,
-        ));
+        let (fanout, deliverer, archive) = self.handlers(&session, &session_over);
         let metrics = &self.core.metrics;
         let depths = depth::watch(
             &session,
             topology,
             self.config.metrics.queue_refresh,
             &session_over,
-            |queue, messages| {
+            |queue, messages, consumers| {
                 let gauge = metrics.queue_messages.with_label_values(&[queue]);
                 gauge.set(i64::from(messages));
+                if queue == topology.deliveries() {
+                    // One consumer of <p>.deliveries per worker: they share each rate limit.
+                    self.core.rates.set_workers(consumers as usize);
+                }
             },
         );
         self.up.set(true);
         info!(queues = ?[topology.events(), topology.deliveries(), topology.dead()], "worker consuming");
-        let (tracker, slots) = (&self.tracker, &self.core.slots);
+        let tracker = &self.tracker;
+        // A task from <p>.deliveries takes a delivery slot only once it has room
+        // to be attempted: one waiting for a place, or parked, holds none.
+        let taking = Arc::new(Semaphore::new(usize::from(prefetch)));
         let archiving = Arc::new(Semaphore::new(usize::from(ARCHIVING)));
         let consuming = async {
             let end = tokio::select! {
                 end = events.run(fanout, self.fanout_slots.clone(), tracker, cancel) => end,
-                end = deliveries.run(deliverer, slots.clone(), tracker, cancel) => end,
+                end = deliveries.run(deliverer, taking, tracker, cancel) => end,
                 end = dead.run(archive, archiving, tracker, cancel) => end,
             };
             session_over.cancel();
@@ -144,6 +133,31 @@ impl WorkerRole {
             ConsumeEnd::Stopped => Ok(()),
             ConsumeEnd::Ended(reason) => Err(reason),
         }
+    }
+
+    /// The consumers' handlers, publishing on this session: the fan-out of
+    /// `<p>.events`, the deliverer of `<p>.deliveries`, the dead-letter archive.
+    fn handlers(
+        &self,
+        session: &Arc<Session>,
+        session_over: &CancellationToken,
+    ) -> (Arc<FanOut>, Arc<Deliverer>, Arc<Archive>) {
+        let (core, topology) = (&self.core, &self.core.topology);
+        let publisher = session.publisher();
+        let outcomes = self.config.outcomes.enabled.then(|| {
+            let exchange = topology.outcomes().to_owned();
+            Outcomes::start(
+                session.clone(),
+                exchange,
+                core.metrics.clone(),
+                session_over.clone(),
+            )
+        });
+        let deliverer = Arc::new(Deliverer::new(core.clone(), publisher.clone(), outcomes));
+        let max_event_bytes = self.config.limits.max_event_bytes;
+        let fanout = Arc::new(FanOut::new(deliverer.clone(), max_event_bytes));
+        let archive = Archive::new(publisher.clone(), topology.clone(), core.metrics.clone());
+        (fanout, deliverer, Arc::new(archive))
     }
 
     /// Waits for in-flight messages up to `worker.shutdown_timeout`; called

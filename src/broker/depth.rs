@@ -1,7 +1,8 @@
 //! Queue depths: every `every`, a passive declare per herald queue on a channel
-//! of the worker's session, each depth handed to `report` (the worker sets
-//! `herald_queue_messages{queue}` with it). Cheap (no message is touched),
-//! never per message.
+//! of the worker's session, each queue's messages and consumers handed to
+//! `report` (the worker sets `herald_queue_messages{queue}`, and counts the
+//! workers sharing a rate limit). Cheap (no message is touched), never per
+//! message.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ pub async fn watch(
     topology: &Topology,
     every: Duration,
     stop: &CancellationToken,
-    report: impl Fn(&str, u32),
+    report: impl Fn(&str, u32, u32),
 ) {
     let mut channel: Option<Channel> = None;
     let mut tick = tokio::time::interval(every);
@@ -40,7 +41,7 @@ pub async fn watch(
                 .queue_declare(queue.as_str().into(), passive, FieldTable::default())
                 .await
             {
-                Ok(q) => report(&queue, q.message_count()),
+                Ok(q) => report(&queue, q.message_count(), q.consumer_count()),
                 // A missing queue closes the channel (404); the next queue gets a new one.
                 Err(err) => debug!(queue, error = %err, "queue depth unavailable"),
             }

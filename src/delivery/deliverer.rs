@@ -6,13 +6,16 @@
 //! before the message that carried the task may be acked: a follow-up that is
 //! not confirmed leaves it unacked, a duplicate and never a loss.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
 use super::{
+    admission::{Admission, admit, admit_when_free},
     attempt::{Attempted, attempt},
+    caps::CapGuard,
     dead::{self, DeadLetter},
     disable::disable,
     outcome::{Failure, Outcome},
@@ -27,7 +30,7 @@ use crate::{
         publisher::{Destination, PublishError, Publisher},
     },
     dead_letter::DeadReason,
-    metrics::{DeliveryOutcome, DisabledReason, Handoff},
+    metrics::{DeliveryOutcome, DisabledReason, Handoff, Parked},
     subscriptions::{model::Subscription, snapshot::Compiled},
 };
 
@@ -36,7 +39,7 @@ use crate::{
 pub enum Holder {
     /// The fan-out, with a first attempt: it takes a slot only if one is free.
     FanOut,
-    /// The `<p>.deliveries` consumer: its consume loop took a slot with the message.
+    /// The `<p>.deliveries` consumer, which may wait here for a slot or a place.
     Deliveries,
 }
 
@@ -75,50 +78,81 @@ impl Deliverer {
     ) -> Result<(), PublishError> {
         let sub = &compiled.sub;
         if !sub.enabled {
-            let reason = DeadReason::SubscriptionDisabled;
-            let letter = DeadLetter {
-                subscription: Some(&sub.name),
-                reason,
-                failure: None,
-                attempts: task.attempt - 1,
-            };
-            self.dead_letter(&task.body, &letter).await?;
-            self.announce(|| OutcomeEvent::dead_unattempted(&task, reason));
-            return Ok(());
+            return self.dead_letter_unattempted(&task).await;
         }
-        let place = self.core.caps.try_acquire(&sub.name);
-        let free = match holder {
-            Holder::FanOut => self.core.free_slot(),
-            Holder::Deliveries => None,
+        let Some((place, _slot)) = self.make_room(sub, &task, holder).await? else {
+            return Ok(());
         };
-        let facts = Facts {
-            slot_free: holder == Holder::Deliveries || free.is_some(),
-            at_cap: place.is_none(),
-            publishing_blocked: self.publisher.is_blocked(),
-        };
-        // Held until the outcome is durable.
-        let (place, _slot) = match (route(facts), place) {
-            (Route::Attempt, Some(place)) => (place, free),
-            (Route::WaitForSlot, Some(place)) => (place, Some(self.core.wait_for_slot().await)),
-            (Route::HandOff, Some(place)) => {
-                place.release_unused();
-                return self.hand_off(&task).await;
-            }
-            (Route::Park, _) | (_, None) => return self.park(&task, holder).await,
-        };
+        // The slot is held until the outcome is durable.
         let attempted = attempt(&self.core, place, compiled, &task).await;
         self.settle(sub, &task, &attempted).await?;
         self.announce(|| OutcomeEvent::of_attempt(&task, &attempted));
         let succeeded = matches!(attempted.outcome, Outcome::Delivered { .. });
         if self.core.failures.record(&sub.name, succeeded).await {
-            disable(
-                &self.core,
-                self.outcomes.as_ref(),
-                &sub.name,
-                DisabledReason::Failing,
-            )
-            .await;
+            let outcomes = self.outcomes.as_ref();
+            disable(&self.core, outcomes, &sub.name, DisabledReason::Failing).await;
         }
+        Ok(())
+    }
+
+    /// A place under the subscription's cap and a delivery slot for an attempt
+    /// here, or `None` once the task has been handed off or parked instead.
+    async fn make_room(
+        &self,
+        sub: &Subscription,
+        task: &DeliveryTask,
+        holder: Holder,
+    ) -> Result<Option<(CapGuard, Option<OwnedSemaphorePermit>)>, PublishError> {
+        let core = &self.core;
+        let admission = admit(core, sub);
+        let free = core.free_slot();
+        let route = route(Facts {
+            slot_free: free.is_some(),
+            room: admission.room(),
+            publishing_blocked: self.publisher.is_blocked(),
+            may_wait: holder == Holder::Deliveries,
+            parked_before: task.parked > 0,
+        });
+        let admission = match route {
+            Route::WaitForPlace => admit_when_free(core, sub).await,
+            _ => admission,
+        };
+        match (route, admission) {
+            (Route::Attempt, Admission::Place(place)) => Ok(Some((place, free))),
+            (Route::WaitForSlot | Route::WaitForPlace, Admission::Place(place)) => {
+                let slot = match free {
+                    Some(slot) => slot,
+                    None => core.wait_for_slot().await,
+                };
+                Ok(Some((place, Some(slot))))
+            }
+            (Route::HandOff, admission) => {
+                admission.give_back(core, sub);
+                self.hand_off(task).await.map(|()| None)
+            }
+            (_, Admission::Held { wait, why }) => {
+                self.park(task, holder, why, wait).await.map(|()| None)
+            }
+            (_, admission) => {
+                admission.give_back(core, sub);
+                let wait = core.caps.park_for(&sub.name);
+                let why = Parked::SubscriptionCap;
+                self.park(task, holder, why, wait).await.map(|()| None)
+            }
+        }
+    }
+
+    /// A disabled subscription's task goes straight to the dead letters.
+    async fn dead_letter_unattempted(&self, task: &DeliveryTask) -> Result<(), PublishError> {
+        let reason = DeadReason::SubscriptionDisabled;
+        let letter = DeadLetter {
+            subscription: Some(&task.subscription),
+            reason,
+            failure: None,
+            attempts: task.attempt - 1,
+        };
+        self.dead_letter(&task.body, &letter).await?;
+        self.announce(|| OutcomeEvent::dead_unattempted(task, reason));
         Ok(())
     }
 
@@ -139,23 +173,31 @@ impl Deliverer {
         Ok(())
     }
 
-    /// Sets aside a task whose subscription is at its in-flight cap: it waits
-    /// in the shortest delay queue that lasts until a place should free up,
+    /// Sets aside a task whose subscription has no room: it waits in the
+    /// shortest delay queue that lasts `wait` (until room should be there),
     /// holding no slot meanwhile. Its attempt number is unchanged.
-    async fn park(&self, task: &DeliveryTask, holder: Holder) -> Result<(), PublishError> {
+    async fn park(
+        &self,
+        task: &DeliveryTask,
+        holder: Holder,
+        why: Parked,
+        wait: Duration,
+    ) -> Result<(), PublishError> {
         let core = &self.core;
-        let wait = core.caps.wait_for_place(&task.subscription);
         let delay = core.policy.bucket_for_wait(wait);
-        debug!(subscription = %task.subscription, wait_ms = wait.as_millis() as u64, delay_ms = delay.as_millis() as u64, "subscription at its in-flight cap, task parked");
         let queue = core.topology.delay(delay);
         self.publisher
             .publish(
                 Destination::Queue(&queue),
                 &task.body,
-                task.headers(task.attempt),
+                task.parked_headers(),
             )
             .await?;
-        if holder == Holder::FanOut {
+        debug!(subscription = %task.subscription, reason = why.as_str(), wait_ms = wait.as_millis() as u64, delay_ms = delay.as_millis() as u64, "task parked");
+        let again = if task.parked > 0 { "true" } else { "false" };
+        let parked = &core.metrics.parked;
+        parked.with_label_values(&[why.as_str(), again]).inc();
+        if holder == Holder::FanOut && why == Parked::SubscriptionCap {
             self.count_handoff(Handoff::SubscriptionCap);
         }
         Ok(())
@@ -184,6 +226,11 @@ impl Deliverer {
                 failure,
                 not_before,
             } => {
+                if let Some(wait) = not_before {
+                    // A Retry-After is about the endpoint, not this one message.
+                    core.caps
+                        .pause(&sub.name, (*wait).min(core.policy.max_delay));
+                }
                 let delay = core.policy.next_delay(task.attempt, *not_before);
                 let queue = core.topology.delay(delay);
                 let headers = task.headers(task.attempt + 1);

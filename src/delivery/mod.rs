@@ -3,6 +3,7 @@
 //! signed and sent, its outcome classified and made durable (a retry in a
 //! delay queue, or a dead letter) before the message that carried it is acked.
 
+pub mod admission;
 pub mod attempt;
 pub mod caps;
 pub mod dead;
@@ -14,6 +15,7 @@ pub mod http;
 pub mod lookups;
 pub mod outcome;
 pub mod outcomes;
+pub mod rate;
 pub mod render;
 pub mod request;
 pub mod retry;

@@ -1,16 +1,31 @@
-//! Where a task goes next, decided from three facts and nothing else: is a
-//! delivery slot free, is the subscription at its in-flight cap, does the
-//! broker block publishing. Pure, so every branch has a test.
+//! Where a task goes next, decided from what the deliverer knows and nothing
+//! else: is a delivery slot free, does the subscription have room (a place
+//! under its cap, no `Retry-After` pause, a token of its rate), does the broker
+//! block publishing, may the holder wait here, was the task parked before.
+//! Pure, so every branch has a test.
+
+/// Whether the subscription can take an attempt now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    Free,
+    /// Slow or failing, and at its share of the worker.
+    AtCap,
+    /// Its endpoint asked for a pause (`Retry-After`), or its rate is used up.
+    Held,
+}
 
 /// What the deliverer knows when it picks up a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Facts {
-    /// The task holds a delivery slot, or one was free to take.
+    /// A delivery slot was free to take.
     pub slot_free: bool,
-    /// The subscription is slow or failing and has its cap of attempts in flight.
-    pub at_cap: bool,
+    pub room: Room,
     /// The broker blocks this worker's publishing connection (a memory or disk alarm).
     pub publishing_blocked: bool,
+    /// The holder may wait here (the `<p>.deliveries` consumer); the fan-out may not.
+    pub may_wait: bool,
+    /// The task was parked before and has come back.
+    pub parked_before: bool,
 }
 
 /// What happens to the task now.
@@ -21,6 +36,8 @@ pub enum Route {
     /// Into the delay queue where it waits until the subscription should have
     /// room: it holds no slot meanwhile, and any worker picks it up then.
     Park,
+    /// Wait here for the subscription's next free place, then go on.
+    WaitForPlace,
     /// Into `<p>.deliveries`, for any worker with a free slot.
     HandOff,
     /// Wait here for a slot, then make the attempt.
@@ -28,16 +45,16 @@ pub enum Route {
 }
 
 pub fn route(facts: Facts) -> Route {
-    if facts.at_cap {
+    match facts.room {
+        // Back from a park once already: wait for a place here rather than take
+        // another trip through the broker, where the next worker may be full too.
+        Room::AtCap if facts.may_wait && facts.parked_before => Route::WaitForPlace,
         // It needs no slot; a hand-off would only cost another hop before the park.
-        Route::Park
-    } else if facts.slot_free {
-        Route::Attempt
-    } else if facts.publishing_blocked {
+        Room::AtCap | Room::Held => Route::Park,
+        Room::Free if facts.slot_free => Route::Attempt,
         // A hand-off would only wait out its confirm timeout; waiting still delivers.
-        Route::WaitForSlot
-    } else {
-        Route::HandOff
+        Room::Free if facts.may_wait || facts.publishing_blocked => Route::WaitForSlot,
+        Room::Free => Route::HandOff,
     }
 }
 
@@ -45,36 +62,63 @@ pub fn route(facts: Facts) -> Route {
 mod tests {
     use super::*;
 
-    fn route_of(slot_free: bool, at_cap: bool, publishing_blocked: bool) -> Route {
-        route(Facts {
-            slot_free,
-            at_cap,
-            publishing_blocked,
-        })
+    const FAN_OUT: Facts = Facts {
+        slot_free: true,
+        room: Room::Free,
+        publishing_blocked: false,
+        may_wait: false,
+        parked_before: false,
+    };
+    const DELIVERIES: Facts = Facts {
+        may_wait: true,
+        ..FAN_OUT
+    };
+
+    #[test]
+    fn with_room_and_a_free_slot_the_attempt_is_made_here() {
+        assert_eq!(route(FAN_OUT), Route::Attempt);
+        assert_eq!(route(DELIVERIES), Route::Attempt);
     }
 
     #[test]
-    fn a_subscription_at_its_cap_is_parked_whatever_else_holds() {
-        for slot_free in [true, false] {
-            for publishing_blocked in [true, false] {
-                assert_eq!(route_of(slot_free, true, publishing_blocked), Route::Park);
+    fn without_a_slot_only_the_fan_out_hands_off_and_only_while_it_can_publish() {
+        let busy = |holder: Facts, publishing_blocked| Facts {
+            slot_free: false,
+            publishing_blocked,
+            ..holder
+        };
+        assert_eq!(route(busy(FAN_OUT, false)), Route::HandOff);
+        assert_eq!(route(busy(FAN_OUT, true)), Route::WaitForSlot);
+        assert_eq!(route(busy(DELIVERIES, false)), Route::WaitForSlot);
+        assert_eq!(route(busy(DELIVERIES, true)), Route::WaitForSlot);
+    }
+
+    #[test]
+    fn at_its_cap_a_task_is_parked_whatever_the_slots_and_the_broker() {
+        for holder in [FAN_OUT, DELIVERIES] {
+            for slot_free in [true, false] {
+                for publishing_blocked in [true, false] {
+                    let facts = Facts {
+                        slot_free,
+                        publishing_blocked,
+                        room: Room::AtCap,
+                        ..holder
+                    };
+                    assert_eq!(route(facts), Route::Park, "{facts:?}");
+                }
             }
         }
     }
 
     #[test]
-    fn with_a_free_slot_the_attempt_is_made_here() {
-        assert_eq!(route_of(true, false, false), Route::Attempt);
-        assert_eq!(route_of(true, false, true), Route::Attempt);
-    }
-
-    #[test]
-    fn without_a_slot_the_task_is_handed_off() {
-        assert_eq!(route_of(false, false, false), Route::HandOff);
-    }
-
-    #[test]
-    fn without_a_slot_while_publishing_is_blocked_the_task_waits_for_one() {
-        assert_eq!(route_of(false, false, true), Route::WaitForSlot);
+    fn a_task_back_from_a_park_waits_for_a_place_where_it_may_unless_the_subscription_is_held() {
+        let back = |room, holder: Facts| Facts {
+            room,
+            parked_before: true,
+            ..holder
+        };
+        assert_eq!(route(back(Room::AtCap, DELIVERIES)), Route::WaitForPlace);
+        assert_eq!(route(back(Room::AtCap, FAN_OUT)), Route::Park);
+        assert_eq!(route(back(Room::Held, DELIVERIES)), Route::Park);
     }
 }

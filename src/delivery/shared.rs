@@ -7,7 +7,10 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{caps::InFlightCaps, failing::FailureClock, http::HttpClient, retry::RetryPolicy};
+use super::{
+    caps::InFlightCaps, failing::FailureClock, http::HttpClient, rate::RateLimits,
+    retry::RetryPolicy,
+};
 use crate::{
     broker::topology::Topology,
     config::Config,
@@ -25,6 +28,7 @@ pub struct DeliveryCore {
     /// `delivery.timeout`: a subscription's `timeout` overrides it.
     pub timeout: Duration,
     pub caps: InFlightCaps,
+    pub rates: RateLimits,
     /// Auto-disable's clock.
     pub failures: FailureClock,
     /// `delivery.disable_after`.
@@ -52,7 +56,11 @@ impl DeliveryCore {
             metrics,
             policy: RetryPolicy::from_config(delivery),
             timeout: delivery.timeout,
-            caps: InFlightCaps::new(delivery.max_in_flight_per_subscription.get() as usize),
+            caps: InFlightCaps::new(
+                delivery.max_in_flight_per_subscription.get() as usize,
+                config.worker.concurrency.get() as usize,
+            ),
+            rates: RateLimits::default(),
             disable_after: delivery.disable_after,
             slots: Arc::new(Semaphore::new(config.worker.concurrency.get() as usize)),
         }

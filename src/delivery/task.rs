@@ -16,6 +16,8 @@ use crate::{
 pub const SUBSCRIPTION_HEADER: &str = "herald-subscription";
 /// Header with the 1-based number of the attempt the task is waiting for.
 pub const ATTEMPT_HEADER: &str = "herald-attempt";
+/// Header counting the times the task was parked for its attempt (absent: never).
+pub const PARKED_HEADER: &str = "herald-parked";
 
 #[derive(Debug)]
 pub struct DeliveryTask {
@@ -25,6 +27,8 @@ pub struct DeliveryTask {
     pub event: Arc<Event>,
     /// The canonical JSON of `event`, exactly as received: what `json` delivers.
     pub body: Bytes,
+    /// Times it was parked waiting for room for this attempt.
+    pub parked: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,7 @@ impl DeliveryTask {
             attempt: 1,
             event,
             body,
+            parked: 0,
         }
     }
 
@@ -57,17 +62,25 @@ impl DeliveryTask {
             .filter(|n| *n >= 1)
             .unwrap_or(1);
         let event = Arc::new(Event::from_json(&message.body)?);
+        let parked = message.header_int(PARKED_HEADER);
         Ok(Self {
             subscription,
             attempt,
             event,
             body: message.body.clone(),
+            parked: parked.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
         })
     }
 
     /// The headers of this task's message when it waits for `attempt`.
     pub fn headers(&self, attempt: u32) -> Headers {
         headers(&self.subscription, attempt)
+    }
+
+    /// The headers of this task parked once more for the same attempt.
+    pub fn parked_headers(&self) -> Headers {
+        let parked = i64::from(self.parked.saturating_add(1));
+        self.headers(self.attempt).int(PARKED_HEADER, parked)
     }
 }
 

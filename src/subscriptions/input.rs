@@ -40,6 +40,7 @@ struct Input {
     enabled: Option<bool>,
     timeout: Option<String>,
     max_attempts: Option<u64>,
+    rate_limit: Option<f64>,
     secret: Option<SigningSecret>,
 }
 
@@ -110,6 +111,7 @@ impl Input {
             enabled: self.enabled.unwrap_or(true),
             timeout: self.timeout.as_deref().map(timeout).transpose()?,
             max_attempts: self.max_attempts.map(max_attempts).transpose()?,
+            rate_limit: self.rate_limit.map(rate_limit).transpose()?,
             secret,
             previous_secret,
         };
@@ -231,6 +233,18 @@ fn max_attempts(n: u64) -> Result<u32, FieldError> {
         .ok_or_else(|| FieldError::new("max_attempts", "must be an integer from 1 to 100"))
 }
 
+/// Deliveries per second: above 0, at most a million.
+fn rate_limit(rate: f64) -> Result<f64, FieldError> {
+    if rate > 0.0 && rate <= 1_000_000.0 {
+        Ok(rate)
+    } else {
+        Err(FieldError::new(
+            "rate_limit",
+            "must be a number of deliveries per second above 0 (at most 1000000)",
+        ))
+    }
+}
+
 /// RFC 7386 JSON merge patch: objects merge, `null` deletes, anything else replaces.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {
@@ -322,6 +336,8 @@ mod tests {
         assert_eq!(with("timeout", json!("10m")), "timeout");
         assert_eq!(with("max_attempts", json!(0)), "max_attempts");
         assert_eq!(with("max_attempts", json!(-1)), "max_attempts");
+        assert_eq!(with("rate_limit", json!(0)), "rate_limit");
+        assert_eq!(with("rate_limit", json!("fast")), "rate_limit");
         assert_eq!(with("secret", json!("not-a-secret")), "secret");
         assert_eq!(with("colour", json!("blue")), "colour");
         assert_eq!(

@@ -40,6 +40,8 @@ pub struct Subscription {
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     pub max_attempts: Option<u32>,
+    /// Deliveries per second across every worker of the deployment.
+    pub rate_limit: Option<f64>,
     pub secret: SigningSecret,
     pub previous_secret: Option<PreviousSecret>,
 }

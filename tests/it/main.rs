@@ -16,6 +16,7 @@ mod egress;
 mod faults;
 mod formats;
 mod gitops;
+mod isolation;
 mod layers;
 mod matching;
 mod observability_files;

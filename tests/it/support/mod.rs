@@ -352,19 +352,23 @@ impl Broker {
         within: Duration,
     ) -> (Vec<Message>, u64) {
         let deadline = Instant::now() + within;
-        let mut got = Vec::new();
+        let (mut got, mut last_error) = (Vec::new(), None);
         loop {
-            let (read, next) = read_stream(&self.conn, stream, from, n - got.len())
-                .await
-                .unwrap();
-            from = next;
-            got.extend(read);
+            // A stream the worker has only just declared may refuse a
+            // consumer for a moment; that is worth another look, not a panic.
+            match read_stream(&self.conn, stream, from, n - got.len()).await {
+                Ok((read, next)) => {
+                    from = next;
+                    got.extend(read);
+                }
+                Err(error) => last_error = Some(error),
+            }
             if got.len() >= n {
                 return (got, from);
             }
             assert!(
                 Instant::now() < deadline,
-                "{stream}: got {} of {n} entries within {within:?}",
+                "{stream}: got {} of {n} entries within {within:?} (last error: {last_error:?})",
                 got.len()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
