@@ -153,7 +153,7 @@ families! {
     redis_connected: IntGauge = "herald_redis_connected";
     /// Messages ready in each herald queue.
     queue_messages: IntGaugeVec = "herald_queue_messages" by ["queue"];
-    /// First attempts the fan-out left for later instead of making them itself, by reason (no_slot: the worker was busy, handed to the deliveries queue; subscription_cap: at its in-flight cap, parked in a delay queue).
+    /// First attempts the fan-out left for later instead of making them itself, by reason (no_slot: the worker was busy, handed to the deliveries queue; subscription_cap: at its in-flight cap, parked in a delay queue, or handed to the deliveries queue when a place frees within moments).
     fanout_handoffs: IntCounterVec = "herald_fanout_handoffs_total" by ["reason"];
     /// Tasks parked in a delay queue until their subscription has room, by reason (subscription_cap, retry_after, rate_limit) and whether the task had been parked before (again).
     parked: IntCounterVec = "herald_parked_total" by ["reason", "again"];

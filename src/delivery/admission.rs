@@ -15,8 +15,9 @@ use crate::{metrics::Parked, subscriptions::model::Subscription};
 pub enum Admission {
     /// A place, and a token when the subscription is rate-limited.
     Place(CapGuard),
-    /// Slow or failing, at its share of the worker.
-    AtCap,
+    /// Slow or failing, at its share of the worker; `soon` when a place
+    /// should free within moments.
+    AtCap { soon: bool },
     /// Paused or over its rate: room again after `wait`.
     Held { wait: Duration, why: Parked },
 }
@@ -25,7 +26,7 @@ impl Admission {
     pub fn room(&self) -> Room {
         match self {
             Self::Place(_) => Room::Free,
-            Self::AtCap => Room::AtCap,
+            Self::AtCap { soon } => Room::AtCap { soon: *soon },
             Self::Held { .. } => Room::Held,
         }
     }
@@ -44,7 +45,7 @@ impl Admission {
 pub fn admit(core: &DeliveryCore, sub: &Subscription) -> Admission {
     match core.caps.try_acquire(&sub.name) {
         Ok(place) => with_token(core, sub, place),
-        Err(Full::Cap) => Admission::AtCap,
+        Err(Full::Cap { soon }) => Admission::AtCap { soon },
         Err(Full::Paused(wait)) => Admission::Held {
             wait,
             why: Parked::RetryAfter,

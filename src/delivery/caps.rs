@@ -26,6 +26,10 @@ const ALPHA: f64 = 0.2;
 const LONGEST_HOLD: Duration = Duration::from_secs(10);
 /// Tasks that may wait for a subscription's places, in rounds of its places.
 const WAITING_ROUNDS: usize = 4;
+/// A place expected to free within this is *soon*: worth waiting for in a
+/// worker rather than parking for (a park is two broker hops, and the shortest
+/// delay queue lasts seconds with the default schedule).
+const SOON: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Usage {
@@ -40,6 +44,9 @@ struct Usage {
     failing: bool,
     /// No attempt before this (a `Retry-After`).
     paused_until: Option<Instant>,
+    /// Since when places have been held without one freeing: the oldest
+    /// attempt in flight is at least that old.
+    busy_since: Option<Instant>,
 }
 
 impl Usage {
@@ -47,8 +54,15 @@ impl Usage {
         self.failing || self.average.is_none_or(|avg| avg >= SLOW.as_secs_f64())
     }
 
-    fn average(&self) -> f64 {
-        self.average.unwrap_or(SLOW.as_secs_f64())
+    /// Seconds an attempt takes, as far as this worker knows: the moving
+    /// average, but never less than the attempts in flight have already taken
+    /// (before the first attempt ends, and when an endpoint slows down, the
+    /// average alone would send parked tasks back far too early).
+    fn average(&self, now: Instant) -> f64 {
+        let busy = self
+            .busy_since
+            .map_or(0.0, |since| (now - since).as_secs_f64());
+        self.average.unwrap_or(SLOW.as_secs_f64()).max(busy)
     }
 }
 
@@ -66,8 +80,10 @@ struct Table {
 /// Why a subscription has no place for an attempt now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
-    /// Binding, and at its limit or at the binding share of the worker.
-    Cap,
+    /// Binding, and at its limit or at the binding share of the worker;
+    /// `soon` when a place should free for this task within [`SOON`] (a fast
+    /// endpoint that fails, under load).
+    Cap { soon: bool },
     /// Paused by a `Retry-After` for this long yet.
     Paused(Duration),
 }
@@ -134,7 +150,11 @@ impl InFlightCaps {
         }
         let binding = usage.binding();
         if binding && (usage.in_flight >= self.limit || binding_held >= self.binding_limit) {
-            return Err(Full::Cap);
+            let soon = self.expected_wait(usage, now) < SOON;
+            return Err(Full::Cap { soon });
+        }
+        if usage.in_flight == 0 {
+            usage.busy_since = Some(now);
         }
         usage.in_flight += 1;
         if binding {
@@ -167,7 +187,7 @@ impl InFlightCaps {
             }
             let rounds = 1.0 + (usage.waiting / self.limit) as f64;
             usage.waiting += 1;
-            let average = usage.average();
+            let average = usage.average(Instant::now());
             table.waiting += 1;
             Duration::from_secs_f64(average * 1.5 * rounds).clamp(SLOW, LONGEST_HOLD)
         };
@@ -177,7 +197,7 @@ impl InFlightCaps {
             match self.try_acquire(name) {
                 Ok(place) => break Some(place),
                 Err(Full::Paused(_)) => break None,
-                Err(Full::Cap) => {}
+                Err(Full::Cap { .. }) => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if tokio::time::timeout(left, freed).await.is_err() {
@@ -197,11 +217,22 @@ impl InFlightCaps {
     pub fn park_for(&self, name: &str) -> Duration {
         let mut table = self.lock();
         let (_, usage) = entry(&mut table, name);
-        let per_place = Duration::from_secs_f64(usage.average() / self.limit as f64);
         let now = Instant::now();
+        let per_place = Duration::from_secs_f64(usage.average(now) / self.limit as f64);
         let next = usage.parked_until.filter(|at| *at > now).unwrap_or(now) + per_place;
         usage.parked_until = Some(next);
         next - now
+    }
+
+    /// How long a task turned away now would wait for a place here: behind
+    /// the tasks already parked or waiting, one place freeing every
+    /// `average / limit`.
+    fn expected_wait(&self, usage: &Usage, now: Instant) -> Duration {
+        let per_place = usage.average(now) / self.limit as f64;
+        let parked = usage
+            .parked_until
+            .map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
+        parked + Duration::from_secs_f64(per_place * (usage.waiting + 1) as f64)
     }
 
     /// No attempt of `name` for `wait` (its endpoint answered 429 or 503 with a `Retry-After`).
@@ -248,6 +279,11 @@ impl Drop for CapGuard {
         }
         if let Some(usage) = table.subscriptions.get_mut(&*self.name) {
             usage.in_flight -= 1;
+            if usage.in_flight == 0 {
+                usage.busy_since = None;
+            } else if !self.unused {
+                usage.busy_since = Some(Instant::now());
+            }
             if !self.unused {
                 usage.failing = self.failed;
                 usage.average = Some(match usage.average {
@@ -289,7 +325,7 @@ mod tests {
         let b = caps.try_acquire("s").unwrap();
         assert_eq!(
             caps.try_acquire("s").err(),
-            Some(Full::Cap),
+            Some(Full::Cap { soon: false }),
             "no attempt finished yet: the cap binds"
         );
         drop((a, b)); // finished in microseconds: fast
@@ -364,6 +400,24 @@ mod tests {
         }
         // Another subscription has its own schedule.
         assert!(caps.park_for("other").as_secs_f64() < 0.1);
+    }
+
+    #[test]
+    fn places_held_long_without_one_freeing_count_as_slow_attempts() {
+        let caps = InFlightCaps::new(2, 128);
+        let (first, _second) = (
+            caps.try_acquire("s").unwrap(),
+            caps.try_acquire("s").unwrap(),
+        );
+        // Nothing finished yet, but both places have been held for 4 s: an
+        // attempt takes at least that, not the 250 ms a newcomer is assumed.
+        let four_seconds_ago = Instant::now() - Duration::from_secs(4);
+        caps.lock().subscriptions.get_mut("s").unwrap().busy_since = Some(four_seconds_ago);
+        let wait = caps.park_for("s").as_secs_f64();
+        assert!((wait - 2.0).abs() < 0.05, "4 s over 2 places: {wait}");
+        drop(first); // a place frees: the count starts over
+        let busy_since = caps.lock().subscriptions["s"].busy_since.unwrap();
+        assert!(busy_since.elapsed() < Duration::from_millis(100));
     }
 
     #[test]

@@ -113,9 +113,14 @@ impl Deliverer {
             may_wait: holder == Holder::Deliveries,
             parked_before: task.parked > 0,
         });
-        let admission = match route {
-            Route::WaitForPlace => admit_when_free(core, sub).await,
-            _ => admission,
+        let (admission, free) = match route {
+            Route::WaitForPlace => {
+                // No slot is held while waiting for a place: that wait can be
+                // long, and the slots are for attempts that can go now.
+                drop(free);
+                (admit_when_free(core, sub).await, None)
+            }
+            _ => (admission, free),
         };
         match (route, admission) {
             (Route::Attempt, Admission::Place(place)) => Ok(Some((place, free))),
@@ -127,8 +132,12 @@ impl Deliverer {
                 Ok(Some((place, Some(slot))))
             }
             (Route::HandOff, admission) => {
+                let why = match admission {
+                    Admission::AtCap { .. } => Handoff::SubscriptionCap,
+                    _ => Handoff::NoSlot,
+                };
                 admission.give_back(core, sub);
-                self.hand_off(task).await.map(|()| None)
+                self.hand_off(task, why).await.map(|()| None)
             }
             (_, Admission::Held { wait, why }) => {
                 self.park(task, holder, why, wait).await.map(|()| None)
@@ -163,13 +172,14 @@ impl Deliverer {
         }
     }
 
-    /// Leaves the attempt to any worker with a free slot.
-    async fn hand_off(&self, task: &DeliveryTask) -> Result<(), PublishError> {
+    /// Leaves the attempt to the `<p>.deliveries` consumers, which may wait
+    /// for a slot or a place.
+    async fn hand_off(&self, task: &DeliveryTask, why: Handoff) -> Result<(), PublishError> {
         let to = Destination::Queue(self.core.topology.deliveries());
         self.publisher
             .publish(to, &task.body, task.headers(task.attempt))
             .await?;
-        self.count_handoff(Handoff::NoSlot);
+        self.count_handoff(why);
         Ok(())
     }
 

@@ -8,8 +8,11 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Room {
     Free,
-    /// Slow or failing, and at its share of the worker.
-    AtCap,
+    /// Slow or failing, and at its share of the worker; `soon` when a place
+    /// should free within moments (a fast endpoint failing under load).
+    AtCap {
+        soon: bool,
+    },
     /// Its endpoint asked for a pause (`Retry-After`), or its rate is used up.
     Held,
 }
@@ -38,7 +41,8 @@ pub enum Route {
     Park,
     /// Wait here for the subscription's next free place, then go on.
     WaitForPlace,
-    /// Into `<p>.deliveries`, for any worker with a free slot.
+    /// Into `<p>.deliveries`, for any worker with a free slot (or, at the
+    /// cap, a place soon).
     HandOff,
     /// Wait here for a slot, then make the attempt.
     WaitForSlot,
@@ -46,11 +50,16 @@ pub enum Route {
 
 pub fn route(facts: Facts) -> Route {
     match facts.room {
-        // Back from a park once already: wait for a place here rather than take
-        // another trip through the broker, where the next worker may be full too.
-        Room::AtCap if facts.may_wait && facts.parked_before => Route::WaitForPlace,
+        // A place is near, or the task is back from a park once already: wait
+        // for a place here rather than take a trip through the broker, where
+        // the next worker may be full too.
+        Room::AtCap { soon } if facts.may_wait && (soon || facts.parked_before) => {
+            Route::WaitForPlace
+        }
+        // One hop to a holder that may wait, instead of two through a delay queue.
+        Room::AtCap { soon: true } => Route::HandOff,
         // It needs no slot; a hand-off would only cost another hop before the park.
-        Room::AtCap | Room::Held => Route::Park,
+        Room::AtCap { .. } | Room::Held => Route::Park,
         Room::Free if facts.slot_free => Route::Attempt,
         // A hand-off would only wait out its confirm timeout; waiting still delivers.
         Room::Free if facts.may_wait || facts.publishing_blocked => Route::WaitForSlot,
@@ -94,14 +103,14 @@ mod tests {
     }
 
     #[test]
-    fn at_its_cap_a_task_is_parked_whatever_the_slots_and_the_broker() {
+    fn at_its_cap_with_no_place_soon_a_task_is_parked_whatever_the_slots_and_the_broker() {
         for holder in [FAN_OUT, DELIVERIES] {
             for slot_free in [true, false] {
                 for publishing_blocked in [true, false] {
                     let facts = Facts {
                         slot_free,
                         publishing_blocked,
-                        room: Room::AtCap,
+                        room: Room::AtCap { soon: false },
                         ..holder
                     };
                     assert_eq!(route(facts), Route::Park, "{facts:?}");
@@ -117,8 +126,19 @@ mod tests {
             parked_before: true,
             ..holder
         };
-        assert_eq!(route(back(Room::AtCap, DELIVERIES)), Route::WaitForPlace);
-        assert_eq!(route(back(Room::AtCap, FAN_OUT)), Route::Park);
+        let at_cap = Room::AtCap { soon: false };
+        assert_eq!(route(back(at_cap, DELIVERIES)), Route::WaitForPlace);
+        assert_eq!(route(back(at_cap, FAN_OUT)), Route::Park);
         assert_eq!(route(back(Room::Held, DELIVERIES)), Route::Park);
+    }
+
+    #[test]
+    fn at_its_cap_with_a_place_soon_a_task_waits_for_it_or_goes_to_a_holder_that_may() {
+        let soon = |holder: Facts| Facts {
+            room: Room::AtCap { soon: true },
+            ..holder
+        };
+        assert_eq!(route(soon(DELIVERIES)), Route::WaitForPlace);
+        assert_eq!(route(soon(FAN_OUT)), Route::HandOff);
     }
 }

@@ -12,6 +12,37 @@ use crate::support::{
     subscription,
 };
 
+/// Publishes events `ids` of type `<kind>.x` with ids `<kind>-<i>`.
+async fn publish(app: &TestApp, kind: &str, ids: std::ops::Range<usize>) {
+    for i in ids {
+        app.publish(json!({"id": format!("{kind}-{i}"), "type": format!("{kind}.x")}))
+            .await;
+    }
+}
+
+/// How long `n` events to `healthy` take from publish to the last arrival.
+async fn healthy_deliveries_take(app: &TestApp, healthy: &Receiver, n: usize) -> Duration {
+    let started = Instant::now();
+    publish(app, "healthy", 0..n).await;
+    for _ in 0..n {
+        healthy.next_request(Duration::from_secs(10)).await;
+    }
+    started.elapsed()
+}
+
+/// Subscriptions `slow` (events `slow.*`, answered after `slowness`) and
+/// `healthy` (`healthy.*`), and their receivers.
+async fn slow_and_healthy(app: &TestApp, slowness: Duration) -> (Receiver, Receiver) {
+    let slow = Receiver::start([]).await;
+    slow.always(Reply::ok().after(slowness));
+    let healthy = Receiver::start([]).await;
+    app.create_subscription(subscription("slow", &slow.url(), &["slow.*"]))
+        .await;
+    app.create_subscription(subscription("healthy", &healthy.url(), &["healthy.*"]))
+        .await;
+    (slow, healthy)
+}
+
 #[tokio::test]
 async fn a_slow_endpoint_cannot_hold_back_a_healthy_one_at_concurrency_16_with_the_default_cap() {
     let app = TestApp::spawn_with(|c| {
@@ -20,28 +51,11 @@ async fn a_slow_endpoint_cannot_hold_back_a_healthy_one_at_concurrency_16_with_t
         c.delivery.max_in_flight_per_subscription = 64.try_into().unwrap();
     })
     .await;
-    let slow = Receiver::start([]).await;
-    slow.always(Reply::ok().after(Duration::from_secs(5)));
-    let healthy = Receiver::start([]).await;
-    app.create_subscription(subscription("slow", &slow.url(), &["slow.*"]))
-        .await;
-    app.create_subscription(subscription("healthy", &healthy.url(), &["healthy.*"]))
-        .await;
+    let (slow, healthy) = slow_and_healthy(&app, Duration::from_secs(5)).await;
 
-    for i in 0..40 {
-        app.publish(json!({"id": format!("slow-{i}"), "type": "slow.x"}))
-            .await;
-    }
+    publish(&app, "slow", 0..40).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // the slow ones take their places
-    let started = Instant::now();
-    for i in 0..20 {
-        app.publish(json!({"id": format!("healthy-{i}"), "type": "healthy.x"}))
-            .await;
-    }
-    for _ in 0..20 {
-        healthy.next_request(Duration::from_secs(10)).await;
-    }
-    let took = started.elapsed();
+    let took = healthy_deliveries_take(&app, &healthy, 20).await;
     println!(
         "20 healthy deliveries next to 40 slow ones took {took:?}; the slow endpoint held {} at once",
         slow.max_in_flight()
@@ -176,4 +190,20 @@ async fn a_task_back_from_a_park_waits_for_a_place_instead_of_another_trip() {
     assert!(once > 0.0, "the cap bound");
     assert!(again <= once / 4.0, "parked {once}, again {again}");
     assert!(slow.max_in_flight() <= 4, "{}", slow.max_in_flight());
+}
+
+#[tokio::test]
+async fn tasks_waiting_for_a_place_leave_the_slots_to_healthy_subscriptions() {
+    let app = TestApp::spawn_with(|c| c.worker.concurrency = 8.try_into().unwrap()).await;
+    let (_slow, healthy) = slow_and_healthy(&app, Duration::from_secs(2)).await;
+    // Two attempts teach the worker that the endpoint takes 2 s.
+    publish(&app, "slow", 0..2).await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    // 2 places (a quarter of 8 slots); the rest is parked, back within 2 s
+    // (the longest delay queue here), and waits in the worker for a place.
+    publish(&app, "slow", 2..32).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let took = healthy_deliveries_take(&app, &healthy, 10).await;
+    println!("10 healthy deliveries while slow tasks waited for places took {took:?}");
+    assert!(took < Duration::from_millis(1000), "held back {took:?}");
 }
