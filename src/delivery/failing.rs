@@ -1,9 +1,11 @@
 //! Auto-disable (`delivery.disable_after`): a subscription whose attempts have
 //! all failed for that long, without a single success, is to be disabled. The
 //! clock starts at the first failure after a success and is kept in Redis, so
-//! every worker shares it; it is written only when a subscription goes from
-//! succeeding to failing or back, never per delivery. Each worker remembers the
-//! state it last saw, and asks Redis again before it acts on an old one.
+//! every worker shares it; it is written only when a subscription has been
+//! failing for a moment (`GRACE`) or stops failing after that, never per
+//! delivery, so an endpoint that fails now and then costs Redis nothing. Each
+//! worker remembers the state it last saw, and asks Redis again before it acts
+//! on an old one.
 
 use std::{
     collections::HashMap,
@@ -19,9 +21,18 @@ use crate::subscriptions::store::{Store, StoreError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Succeeding,
-    /// Failing since this unix millisecond, as this worker last read it.
-    Failing(i64),
+    /// Failing since this unix millisecond, as far as this worker knows;
+    /// `shared` once the stretch is in Redis (which keeps the earliest start
+    /// any worker wrote).
+    Failing {
+        since: i64,
+        shared: bool,
+    },
 }
+
+/// The longest a failing stretch stays in one worker before it is written to
+/// Redis; shorter when `disable_after` is (a thousandth of it).
+const GRACE: Duration = Duration::from_secs(10);
 
 pub struct FailureClock {
     store: Store,
@@ -69,39 +80,86 @@ impl FailureClock {
         let now = now_millis();
         let state = match (known, succeeded) {
             (Some(State::Succeeding), true) => return Ok(false),
-            (Some(State::Failing(since)), false) if !self.due(since, now) => return Ok(false),
             (None, true) => {
-                // Read before writing: most subscriptions were never failing.
+                // The first word of it here: a stretch written before (by another
+                // worker, or before a restart) ends. Most were never failing.
                 if self.store.failing_since(name).await?.is_some() {
                     self.store.clear_failing(name).await?;
                 }
                 State::Succeeding
             }
-            (Some(State::Failing(_)), true) => {
-                self.store.clear_failing(name).await?;
+            (Some(State::Failing { shared, .. }), true) => {
+                if shared {
+                    self.store.clear_failing(name).await?;
+                }
                 State::Succeeding
             }
-            (None | Some(State::Succeeding), false) => {
-                State::Failing(self.store.mark_failing(name, now).await?)
+            (None | Some(State::Succeeding), false) => State::Failing {
+                since: now,
+                shared: false,
+            },
+            (
+                Some(State::Failing {
+                    since,
+                    shared: false,
+                }),
+                false,
+            ) => {
+                if lasted(since, now) < self.grace() {
+                    return Ok(false);
+                }
+                let since = self.store.mark_failing(name, since).await?;
+                State::Failing {
+                    since,
+                    shared: true,
+                }
             }
-            (Some(State::Failing(_)), false) => {
+            (
+                Some(State::Failing {
+                    since,
+                    shared: true,
+                }),
+                false,
+            ) => {
+                if lasted(since, now) < self.after {
+                    return Ok(false);
+                }
                 // Due by what this worker saw; another may have seen a success since.
-                match self.store.failing_since(name).await? {
-                    Some(since) => State::Failing(since),
-                    None => State::Failing(self.store.mark_failing(name, now).await?),
+                let since = match self.store.failing_since(name).await? {
+                    Some(since) => since,
+                    None => self.store.mark_failing(name, now).await?,
+                };
+                State::Failing {
+                    since,
+                    shared: true,
                 }
             }
         };
-        self.states().insert(name.to_owned(), state);
-        Ok(matches!(state, State::Failing(since) if self.due(since, now)))
+        self.remember(name, state);
+        let due = matches!(state, State::Failing { since, shared: true } if lasted(since, now) >= self.after);
+        Ok(due)
     }
 
-    fn due(&self, since: i64, now: i64) -> bool {
-        let failing_for = u64::try_from(now.saturating_sub(since)).unwrap_or(0);
-        Duration::from_millis(failing_for) >= self.after
+    fn grace(&self) -> Duration {
+        (self.after / 1000).min(GRACE)
+    }
+
+    fn remember(&self, name: &str, state: State) {
+        let mut states = self.states();
+        match states.get_mut(name) {
+            Some(known) => *known = state,
+            None => {
+                states.insert(name.to_owned(), state);
+            }
+        }
     }
 
     fn states(&self) -> std::sync::MutexGuard<'_, HashMap<String, State>> {
         self.states.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// How long since `since`, both unix milliseconds.
+fn lasted(since: i64, now: i64) -> Duration {
+    Duration::from_millis(u64::try_from(now.saturating_sub(since)).unwrap_or(0))
 }

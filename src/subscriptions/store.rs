@@ -221,13 +221,13 @@ impl Store {
         ))))
     }
 
-    /// Records that `name` is failing as of `now_ms`, unless it already was;
-    /// returns since when it has been failing.
-    pub async fn mark_failing(&self, name: &str, now_ms: i64) -> Result<i64, StoreError> {
+    /// Records that `name` has been failing since `since_ms`, unless it
+    /// already was; returns since when it has been failing.
+    pub async fn mark_failing(&self, name: &str, since_ms: i64) -> Result<i64, StoreError> {
         Ok(MARK_FAILING
             .key(&self.failing)
             .arg(name)
-            .arg(now_ms)
+            .arg(since_ms)
             .invoke_async(&mut self.conn.clone())
             .await?)
     }

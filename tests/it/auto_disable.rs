@@ -1,7 +1,8 @@
 //! Auto-disable (`delivery.disable_after`): a subscription that fails without a
 //! success for that long is disabled; a success stops the clock; the clock
-//! lives in Redis and is written only when a subscription starts or stops
-//! failing.
+//! lives in Redis and is written only when a subscription has been failing for
+//! a moment (a thousandth of `disable_after`, at most 10 s) or stops failing
+//! after that.
 
 use std::time::Duration;
 
@@ -76,21 +77,38 @@ async fn a_subscription_failing_for_disable_after_is_disabled_and_counted() {
 
 #[tokio::test]
 async fn a_success_stops_the_clock_and_the_next_failure_starts_it_again() {
+    // A failing stretch is written once it has lasted 100 ms.
     let app = TestApp::spawn_with(|c| {
-        c.delivery.disable_after = Duration::from_secs(3600);
+        c.delivery.disable_after = Duration::from_secs(100);
         c.delivery.max_attempts = 1.try_into().unwrap();
     })
     .await;
-    let hook = Receiver::start([Reply::status(500)]).await;
+    let hook = Receiver::start([Reply::status(500), Reply::status(500)]).await;
     app.create_subscription(subscription("wobbly", &hook.url(), &["*"]))
         .await;
-    assert_eq!(failing_since(&app, "wobbly").await, None);
-
-    app.publish(json!({"type": "a.b"})).await;
-    app.take_dead(1, Duration::from_secs(10)).await;
-    let first = failing_since(&app, "wobbly")
-        .await
-        .expect("failing since the 500");
+    let fail_twice = || async {
+        let started = now_millis();
+        app.publish(json!({"type": "a.b"})).await;
+        app.take_dead(1, Duration::from_secs(10)).await;
+        assert_eq!(
+            failing_since(&app, "wobbly").await,
+            None,
+            "one failure is not yet worth a write"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let second_failure = now_millis();
+        app.publish(json!({"type": "a.b"})).await;
+        app.take_dead(1, Duration::from_secs(10)).await;
+        let since = failing_since(&app, "wobbly")
+            .await
+            .expect("failing since the first 500");
+        assert!(
+            (started..second_failure).contains(&since),
+            "the stretch starts at the first failure"
+        );
+        since
+    };
+    let first = fail_twice().await;
 
     app.publish(json!({"type": "a.b"})).await;
     hook.next_request(Duration::from_secs(10)).await;
@@ -113,11 +131,15 @@ async fn a_success_stops_the_clock_and_the_next_failure_starts_it_again() {
     .await;
 
     hook.always(Reply::status(500));
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    app.publish(json!({"type": "a.b"})).await;
-    app.take_dead(1, Duration::from_secs(10)).await;
-    let second = failing_since(&app, "wobbly").await.expect("failing again");
+    let second = fail_twice().await;
     assert!(second > first, "a new clock: {first} -> {second}");
     let (_, sub) = app.api(Method::GET, "/v1/subscriptions/wobbly", None).await;
     assert_eq!(sub["enabled"], true);
+}
+
+fn now_millis() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since_epoch.as_millis()).unwrap()
 }
