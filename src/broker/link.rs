@@ -41,9 +41,8 @@ impl Link {
         let spec = SessionSpec {
             name: "api",
             declare,
-            // Reading the dead-letter log is consuming: not on the publishing
-            // connection, which a memory alarm blocks.
-            consume: true,
+            // The dead-letter log is read on connections of its own (`stream`).
+            consume: false,
         };
         let up = &up;
         keep_session(config, spec, cancel, |session: Arc<Session>| async move {

@@ -69,6 +69,8 @@ pub struct Session {
     consume: Option<Connection>,
     publisher: Publisher,
     fault: CancellationToken,
+    /// For connections of their own (`stream`), whose failures end only them.
+    config: AmqpConfig,
 }
 
 impl Session {
@@ -119,6 +121,7 @@ impl Session {
             consume,
             publisher: Publisher::new(channel, config.confirm_timeout, blocked, fault.clone()),
             fault: fault.clone(),
+            config: config.clone(),
         })
     }
 
@@ -145,9 +148,18 @@ impl Session {
         Ok(Consumer::new(consumer, self.fault.clone()))
     }
 
-    /// A consumer of `queue` on a new channel of the consuming connection;
-    /// `arguments` go with `basic.consume` (a stream's `x-stream-offset`).
-    pub(super) async fn open_consumer(
+    /// A connection of its own, outside the session: its failure ends only
+    /// it. Whoever opens it closes it.
+    pub(super) async fn detached_connection(&self, name: &str) -> anyhow::Result<Connection> {
+        let unwatched = CancellationToken::new();
+        let conn = step("connecting", connect(&self.config, name, &unwatched, None)).await;
+        // Nobody waits on its fault: its watcher only has to end.
+        unwatched.cancel();
+        conn
+    }
+
+    /// A consumer of `queue` on a new channel of the consuming connection.
+    async fn open_consumer(
         &self,
         queue: &str,
         prefetch: u16,
@@ -157,30 +169,43 @@ impl Session {
             .consume
             .as_ref()
             .context("this session was opened without a consuming connection")?;
-        step(&format!("consuming {queue}"), async {
-            let channel = conn
-                .create_channel()
-                .await
-                .context("opening a consuming channel")?;
-            channel
-                .basic_qos(prefetch, BasicQosOptions::default())
-                .await
-                .context("setting the prefetch")?;
-            let consumer = channel
-                .basic_consume(
-                    ShortString::from(queue),
-                    // No consumer tag: the broker makes one up.
-                    ShortString::default(),
-                    BasicConsumeOptions::default(),
-                    arguments,
-                )
-                .await
-                .with_context(|| format!("consuming {queue}"))?;
-            Ok((channel, consumer))
-        })
-        .await
+        consume_on(conn, queue, prefetch, arguments).await
     }
+}
 
+/// A consumer of `queue` on a new channel of `conn` with `prefetch` unacked
+/// messages; `arguments` go with `basic.consume` (a stream's `x-stream-offset`).
+pub(super) async fn consume_on(
+    conn: &Connection,
+    queue: &str,
+    prefetch: u16,
+    arguments: FieldTable,
+) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
+    step(&format!("consuming {queue}"), async {
+        let channel = conn
+            .create_channel()
+            .await
+            .context("opening a consuming channel")?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .context("setting the prefetch")?;
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(queue),
+                // No consumer tag: the broker makes one up.
+                ShortString::default(),
+                BasicConsumeOptions::default(),
+                arguments,
+            )
+            .await
+            .with_context(|| format!("consuming {queue}"))?;
+        Ok((channel, consumer))
+    })
+    .await
+}
+
+impl Session {
     /// Closes both connections; whatever is unacked goes back to its queue.
     ///
     /// Best effort, and bounded: a connection the broker dropped (a broker

@@ -6,19 +6,29 @@
 
 use std::time::Duration;
 
+use backon::{ConstantBuilder, Retryable as _};
 use futures_util::StreamExt;
 use lapin::{
+    Connection,
     options::{BasicAckOptions, QueueDeclareOptions},
     protocol::{AMQPErrorKind, AMQPSoftError},
     types::{AMQPValue, FieldTable, ShortString},
 };
 
-use super::{consumer::Message, session::Session};
+use tracing::debug;
+
+use super::{
+    consumer::Message,
+    session::{Session, consume_on},
+};
 
 /// How long a stream may stay silent before a reader takes it as read to the end.
 pub const IDLE: Duration = Duration::from_millis(250);
 /// Entries the broker sends ahead of the reader.
 const PREFETCH: u16 = 500;
+/// How often, and how far apart, a stream that is not ready is asked again.
+const NOT_READY_TRIES: usize = 10;
+const NOT_READY_DELAY: Duration = Duration::from_millis(300);
 
 /// The arguments of a stream: herald keeps everything; retention is the
 /// operator's choice, by policy (README, "Dead letters").
@@ -37,8 +47,13 @@ pub struct Entry {
     pub message: Message,
 }
 
+/// Reads one stream on a connection of its own. RabbitMQ answers a consumer of
+/// a stream that is not ready yet (just declared, or its leader moving) with a
+/// connection-level error: on the session's connections that would end the
+/// session, and with it every publish of the API or worker on it.
 pub struct StreamReader {
-    channel: lapin::Channel,
+    /// Closed by [`StreamReader::close`], or on drop.
+    connection: Option<Connection>,
     consumer: lapin::Consumer,
 }
 
@@ -52,11 +67,36 @@ impl Session {
         if !self.queue_exists(stream).await? {
             return Ok(None);
         }
-        let mut args = FieldTable::default();
-        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        args.insert("x-stream-offset".into(), AMQPValue::LongLongInt(offset));
-        let (channel, consumer) = self.open_consumer(stream, PREFETCH, args).await?;
-        Ok(Some(StreamReader { channel, consumer }))
+        let open = || async {
+            let connection = self.detached_connection("herald stream reader").await?;
+            let mut args = FieldTable::default();
+            let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+            args.insert("x-stream-offset".into(), AMQPValue::LongLongInt(offset));
+            match consume_on(&connection, stream, PREFETCH, args).await {
+                Ok((_, consumer)) => Ok(StreamReader {
+                    connection: Some(connection),
+                    consumer,
+                }),
+                Err(err) => {
+                    close(connection).await;
+                    Err(err)
+                }
+            }
+        };
+        let ready_soon = ConstantBuilder::default()
+            .with_delay(NOT_READY_DELAY)
+            .with_max_times(NOT_READY_TRIES);
+        let reader = open
+            .retry(ready_soon)
+            .notify(|err, _| {
+                debug!(
+                    stream,
+                    error = format!("{err:#}"),
+                    "stream not ready, trying again"
+                )
+            })
+            .await?;
+        Ok(Some(reader))
     }
 
     /// Asked on a channel of its own: a missing queue closes the channel it is asked on.
@@ -105,7 +145,22 @@ impl StreamReader {
     }
 
     /// Stops reading; the stream keeps everything.
-    pub async fn close(self) {
-        let _ = self.channel.close(200, ShortString::from("read")).await;
+    pub async fn close(mut self) {
+        if let Some(connection) = self.connection.take() {
+            close(connection).await;
+        }
     }
+}
+
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        // Left on an error half-way: the connection still goes.
+        if let Some(connection) = self.connection.take() {
+            tokio::spawn(close(connection));
+        }
+    }
+}
+
+async fn close(connection: Connection) {
+    let _ = connection.close(200, ShortString::from("read")).await;
 }

@@ -39,6 +39,7 @@ pub enum DeadCommand {
         /// Where a page starts: the `next page` offset of the one before.
         #[arg(long, default_value_t = 0)]
         cursor: u64,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -101,7 +102,7 @@ impl DeadCommand {
         let spec = SessionSpec {
             name: "cli",
             declare: None,
-            consume: true,
+            consume: false,
         };
         let session = Session::open(&config.amqp, spec).await?;
         let done = self.act(config, &session, &topology).await;

@@ -45,12 +45,14 @@ pub enum SubscriptionsCommand {
     },
     /// List the subscriptions.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one subscription (never its secret).
     Get {
         name: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
