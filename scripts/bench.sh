@@ -6,8 +6,11 @@
 #   - herald throughput with one and with ten subscriptions per event;
 #   - publish -> arrival latency at half the one-subscription rate (open loop);
 #   - isolation: the same load with a second subscription whose receiver answers
-#     after 5 s, the healthy receiver's p99 against its solo p99;
+#     after 5 s, the healthy receiver's p99 against its solo p99, at herald's
+#     default worker.concurrency and at 16;
 #   - a retry storm: every first attempt answered 500, successful deliveries/s;
+#   - outcome events: the one-subscription run again with outcomes.enabled and a
+#     consumer reading them, against the same run without, back to back;
 #   - start-up time, peak RSS, RSS with 1,000 deliveries in flight, and the cost
 #     of matching one event against 10,000 subscriptions.
 # Prints a table and writes target/bench/results.json.
@@ -38,6 +41,8 @@ DELIVERY_TIMEOUT=15s SUBSCRIPTION_CAP=64
 # The retry storm's schedule: short, so retries happen within the run.
 RETRY_INITIAL=100ms RETRY_MULTIPLIER=2 RETRY_MAX_DELAY=1s
 IN_FLIGHT=1000 HOLD=3s
+# The small worker of the isolation figure: a slow endpoint must not take it either.
+SMALL_CONCURRENCY=16
 OUT=target/bench
 mkdir -p "$OUT"
 
@@ -98,10 +103,20 @@ stop_herald() {
 }
 trap stop_herald EXIT
 
-# Empties every herald-bench queue holding messages (bench data only).
+# Empties every herald-bench queue holding messages (bench data only). A busy
+# broker may leave queues out of one listing, so it lists again until none is
+# left (at most five rounds).
 purge_bench_queues() {
-    "${SUDO[@]}" rabbitmqctl -q list_queues name messages | awk '$1 ~ /^herald-bench\./ && $2 > 0 {print $1}' |
-        while read -r queue; do "${SUDO[@]}" rabbitmqctl -q purge_queue "$queue" >/dev/null; done
+    local round queues
+    for round in 1 2 3 4 5; do
+        queues=$("${SUDO[@]}" rabbitmqctl -q list_queues name messages | awk '$1 ~ /^herald-bench\./ && $2 > 0 {print $1}')
+        [[ -n $queues ]] || return 0
+        # </dev/null: rabbitmqctl reads standard input, and would swallow the list.
+        while read -r queue; do
+            "${SUDO[@]}" rabbitmqctl -q purge_queue "$queue" >/dev/null </dev/null
+        done <<<"$queues"
+    done
+    echo "warning: herald-bench queues still hold messages after $round rounds" >&2
 }
 
 # Where the CPU goes, per phase: the broker (whoever listens on the AMQP port;
@@ -163,21 +178,48 @@ cl_p50=$(field p50_ms) cl_p95=$(field p95_ms) cl_p99=$(field p99_ms) cl_max=$(fi
 # must keep durably (parked in delay queues) until it can take them: two broker
 # writes per event instead of one. Both runs therefore use a quarter of the
 # one-subscription rate, keeping the total work at half, and differ only in the
-# slow subscription.
+# slow subscription. `isolation LABEL` sets ISO_P99, ISO_SOLO_P99, ISO_RATIO,
+# ISO_MISSING and ISO_SLOW for the herald running now; then herald stops and the
+# slow subscription's backlog (parked until places free up: hours at this rate)
+# is purged, so that it cannot disturb what comes next.
 iso_rate=$((herald_1 / 4))
-echo "== isolation, solo: $iso_rate events/s for ${LATENCY_SECS}s, one subscription"
-measure --mode latency --rate "$iso_rate" --duration "${LATENCY_SECS}s"
-iso_solo_p99=$(field p99_ms)
-echo "== isolation: the same load, every event also to a receiver answering after $SLOW_REPLY"
-measure --mode latency --rate "$iso_rate" --duration "${LATENCY_SECS}s" --slow-receiver "$SLOW_REPLY"
-iso_p99=$(field p99_ms) iso_missing=$(field missing) iso_slow=$(field slow_answered)
-iso_ratio=$(awk -v a="$iso_p99" -v b="$iso_solo_p99" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+isolation() {
+    echo "== isolation ($1), solo: $iso_rate events/s for ${LATENCY_SECS}s, one subscription"
+    measure --mode latency --rate "$iso_rate" --duration "${LATENCY_SECS}s"
+    ISO_SOLO_P99=$(field p99_ms)
+    echo "== isolation ($1): the same load, every event also to a receiver answering after $SLOW_REPLY"
+    measure --mode latency --rate "$iso_rate" --duration "${LATENCY_SECS}s" --slow-receiver "$SLOW_REPLY"
+    ISO_P99=$(field p99_ms) ISO_MISSING=$(field missing) ISO_SLOW=$(field slow_answered)
+    ISO_RATIO=$(awk -v a="$ISO_P99" -v b="$ISO_SOLO_P99" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+    stop_herald
+    purge_bench_queues
+}
+isolation "worker.concurrency default"
+iso_p99=$ISO_P99 iso_solo_p99=$ISO_SOLO_P99 iso_ratio=$ISO_RATIO iso_missing=$ISO_MISSING iso_slow=$ISO_SLOW
+start_herald isolation-16 HERALD__WORKER__CONCURRENCY=$SMALL_CONCURRENCY \
+    HERALD__DELIVERY__TIMEOUT=$DELIVERY_TIMEOUT HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$SUBSCRIPTION_CAP
+isolation "worker.concurrency $SMALL_CONCURRENCY"
+iso16_p99=$ISO_P99 iso16_solo_p99=$ISO_SOLO_P99 iso16_ratio=$ISO_RATIO iso16_missing=$ISO_MISSING iso16_slow=$ISO_SLOW
 
-# The slow subscription's backlog (parked until places free up: hours at this
-# rate) would only disturb the next phases: herald stops and the queues holding
-# it are purged.
+# Outcome events at full load: the same one-subscription run without and with
+# them, back to back, so the two see the same machine.
+echo "== outcome events: $EVENTS events, one subscription, outcomes off"
+start_herald outcomes-off
+cpu_start
+measure --events "$EVENTS"
+outcomes_off=$(field per_s)
+cpu_outcomes_off=$(cpu_per_k "$EVENTS")
 stop_herald
-purge_bench_queues
+echo "== outcome events: the same with outcomes.enabled and a consumer reading them"
+start_herald outcomes-on HERALD__OUTCOMES__ENABLED=true
+cpu_start
+measure --events "$EVENTS" --outcomes
+outcomes_on=$(field per_s) outcomes_read=$(field outcomes)
+cpu_outcomes_on=$(cpu_per_k "$EVENTS")
+outcomes_dropped=$(curl -fsS "http://127.0.0.1:$PORT/metrics" |
+    awk '/^herald_outcome_events_total\{result="(dropped|failed)"\}/ {s += $2} END {print s + 0}')
+outcomes_percent=$((100 * outcomes_on / outcomes_off))
+stop_herald
 
 echo "== retry storm: $EVENTS events, every first attempt answered 500"
 # Another schedule adds its delay queues (named by TTL) under the same prefix.
@@ -191,11 +233,12 @@ storm_percent=$((100 * storm / herald_1))
 
 echo "== footprint: $IN_FLIGHT deliveries held $HOLD at the receiver"
 stop_herald
-# Room for every delivery at once: slots, prefetch, and the per-subscription cap
-# (the receiver is slow, so the cap would bind at 64).
-start_herald footprint HERALD__WORKER__CONCURRENCY=$IN_FLIGHT HERALD__AMQP__PREFETCH=$IN_FLIGHT \
+# Room for every delivery at once. The receiver is slow, so isolation binds: one
+# subscription holds at most a quarter of the slots and all slow ones together
+# half. Four subscriptions, and twice the slots, hold them all.
+start_herald footprint HERALD__WORKER__CONCURRENCY=$((2 * IN_FLIGHT)) HERALD__AMQP__PREFETCH=$IN_FLIGHT \
     HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$IN_FLIGHT
-measure --mode footprint --events "$IN_FLIGHT" --hold "$HOLD" --pid "$HERALD_PID"
+measure --mode footprint --events $((IN_FLIGHT / 4)) --fanout 4 --hold "$HOLD" --pid "$HERALD_PID"
 fp_rss_kib=$(field rss_kib) fp_open=$(field receiver_open) fp_herald=$(field herald_in_flight)
 stop_herald
 
@@ -218,6 +261,9 @@ cat <<TABLE
 | latency at $latency_rate/s (achieved $lat_achieved/s) for ${LATENCY_SECS}s, p50 / p95 / p99 / max | $lat_p50 / $lat_p95 / $lat_p99 / $lat_max ms ($lat_missing missing) | p99 <= 25 ms |
 | the ceiling loop at the same rate, p50 / p95 / p99 / max | $cl_p50 / $cl_p95 / $cl_p99 / $cl_max ms | |
 | isolation at $iso_rate/s: healthy p99 with every event also to a $SLOW_REPLY receiver (timeout $DELIVERY_TIMEOUT, cap $SUBSCRIPTION_CAP) / solo p99 | $iso_p99 / $iso_solo_p99 ms = $iso_ratio ($iso_missing missing; the slow receiver answered $iso_slow) | <= 1.5 |
+| the same at worker.concurrency $SMALL_CONCURRENCY | $iso16_p99 / $iso16_solo_p99 ms = $iso16_ratio ($iso16_missing missing; the slow receiver answered $iso16_slow) | <= 1.5 |
+| outcome events: 1 subscription with / without, deliveries/s | $outcomes_on / $outcomes_off ($outcomes_percent %; read $outcomes_read, dropped or failed $outcomes_dropped) | >= 85 % |
+| CPU ms per 1,000 deliveries, broker / herald: outcomes off; on | $cpu_outcomes_off; $cpu_outcomes_on | |
 | retry storm (first attempts 500; retry $RETRY_INITIAL x$RETRY_MULTIPLIER <= $RETRY_MAX_DELAY), successful deliveries/s | $storm ($storm_percent % of 1 subscription) | >= 45 % |
 | CPU ms per 1,000 deliveries, broker / herald: ceiling; herald 1 subscription; retry storm | $cpu_ceiling; $cpu_herald_1; $cpu_storm | |
 | start to /readyz 200                      | ${ready_ms} ms | <= 1000 ms    |
@@ -236,7 +282,12 @@ cat >"$OUT/results.json" <<JSON
   "ceiling_p50_ms": $cl_p50, "ceiling_p95_ms": $cl_p95, "ceiling_p99_ms": $cl_p99, "ceiling_max_ms": $cl_max},
  "isolation": {"rate_per_s": $iso_rate, "slow_reply": "$SLOW_REPLY", "healthy_p99_ms": $iso_p99, "solo_p99_ms": $iso_solo_p99,
   "ratio": $iso_ratio, "missing": $iso_missing, "slow_answered": $iso_slow,
-  "delivery_timeout": "$DELIVERY_TIMEOUT", "max_in_flight_per_subscription": $SUBSCRIPTION_CAP},
+  "delivery_timeout": "$DELIVERY_TIMEOUT", "max_in_flight_per_subscription": $SUBSCRIPTION_CAP,
+  "small_worker": {"concurrency": $SMALL_CONCURRENCY, "healthy_p99_ms": $iso16_p99, "solo_p99_ms": $iso16_solo_p99,
+   "ratio": $iso16_ratio, "missing": $iso16_missing, "slow_answered": $iso16_slow}},
+ "outcomes": {"on_per_s": $outcomes_on, "off_per_s": $outcomes_off, "percent": $outcomes_percent,
+  "read": $outcomes_read, "dropped_or_failed": $outcomes_dropped,
+  "cpu_ms_per_1000_broker_slash_herald_off": "$cpu_outcomes_off", "cpu_ms_per_1000_broker_slash_herald_on": "$cpu_outcomes_on"},
  "retry_storm": {"per_s": $storm, "percent_of_herald_1": $storm_percent,
   "retry_initial": "$RETRY_INITIAL", "retry_multiplier": $RETRY_MULTIPLIER, "retry_max_delay": "$RETRY_MAX_DELAY"},
  "cpu_ms_per_1000_broker_slash_herald": {"ceiling": "$cpu_ceiling", "herald_1": "$cpu_herald_1", "retry_storm": "$cpu_storm"},

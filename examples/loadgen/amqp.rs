@@ -1,5 +1,11 @@
 //! The producer side over AMQP: stamped 1 KiB persistent events published
-//! with confirms, and the ceiling's bare consume -> POST -> ack loop.
+//! with confirms, the ceiling's bare consume -> POST -> ack loop, and a reader
+//! of herald's outcome events.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
@@ -166,4 +172,52 @@ pub async fn ceiling(
         }
     });
     Ok(queue)
+}
+
+/// What an upstream system reading herald's outcome events does: a queue of its
+/// own bound to `<prefix>.outcomes` for every routing key, consumed without
+/// acks. Returns the running count of outcome events taken.
+pub async fn count_outcomes(amqp: &str, prefix: &str) -> anyhow::Result<Arc<AtomicU64>> {
+    let connection = Connection::connect(amqp, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare("".into(), exclusive, FieldTable::default())
+        .await?;
+    let exchange = format!("{prefix}.outcomes");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("binding to {exchange} (is outcomes.enabled set?)"))?;
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await?;
+    let taken = Arc::new(AtomicU64::new(0));
+    let counter = taken.clone();
+    tokio::spawn(async move {
+        let _keep = connection;
+        while let Some(Ok(_)) = consumer.next().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    Ok(taken)
 }

@@ -1,8 +1,10 @@
-//! herald's memory with many deliveries in flight: `--events` events to one
-//! subscription whose receiver holds every request `--hold`, and herald's
-//! VmRSS (`--pid`) read while the receiver has them all open at once.
-//! herald must be able to hold that many (worker.concurrency, amqp.prefetch and
-//! delivery.max_in_flight_per_subscription at least `--events`).
+//! herald's memory with many deliveries in flight: `--events` events to
+//! `--fanout` subscriptions whose receiver holds every request `--hold`, and
+//! herald's VmRSS (`--pid`) read while the receiver has them all open at once.
+//! herald must be able to hold that many: a slow subscription gets at most a
+//! quarter of `worker.concurrency` and all of them together half, so with
+//! `--fanout 4` it needs worker.concurrency at least twice the deliveries, and
+//! amqp.prefetch and delivery.max_in_flight_per_subscription at least `--events`.
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,13 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let pid = args.pid.context("--pid: herald's process id is needed")?;
     let receiver = receiver::start(Behaviour::Delay(args.hold), None).await?;
     let api = Api::new(&args.api, &args.token)?;
-    let subscriptions = api.subscribe(&[("0", receiver.url.as_str())]).await?;
+    let names: Vec<String> = (0..args.fanout).map(|i| i.to_string()).collect();
+    let wanted: Vec<(&str, &str)> = names
+        .iter()
+        .map(|name| (name.as_str(), receiver.url.as_str()))
+        .collect();
+    let subscriptions = api.subscribe(&wanted).await?;
+    let deliveries = args.events * args.fanout;
     let exchange = format!("{}.events", args.prefix);
     let publisher = Publisher::connect(&args.amqp, &exchange, "load.test", args.size).await?;
     let started = Instant::now();
@@ -35,28 +43,21 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     publisher.finish().await?;
 
     let counters = &receiver.counters;
-    let best = peak(
-        &api,
-        pid,
-        counters,
-        args.events,
-        started + args.hold + GRACE,
-    )
-    .await?;
+    let best = peak(&api, pid, counters, deliveries, started + args.hold + GRACE).await?;
     // Let the held requests finish, so herald is idle for whatever runs next.
-    while counters.succeeded() < args.events && started.elapsed() < args.hold + GRACE {
+    while counters.succeeded() < deliveries && started.elapsed() < args.hold + GRACE {
         tokio::time::sleep(POLL).await;
     }
     api.unsubscribe(&subscriptions).await;
 
     println!(
-        "footprint: {} deliveries held {:?} at the receiver",
-        args.events, args.hold
+        "footprint: {deliveries} deliveries ({} events x {} subscriptions) held {:?} at the receiver",
+        args.events, args.fanout, args.hold
     );
-    if best.open < args.events {
+    if best.open < deliveries {
         println!(
-            "  warning: at most {} were in flight at once, not {}",
-            best.open, args.events
+            "  warning: at most {} were in flight at once, not {deliveries}",
+            best.open
         );
     }
     println!(
@@ -74,7 +75,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Readings until `events` requests have been open at once for `FULL_SAMPLES`
+/// Readings until `deliveries` requests have been open at once for `FULL_SAMPLES`
 /// readings, or until the first held request is answered (all of them are never
 /// open together again after that). Returns the reading with the most requests
 /// open, and of those the largest RSS.
@@ -82,7 +83,7 @@ async fn peak(
     api: &Api,
     pid: u32,
     counters: &Counters,
-    events: u64,
+    deliveries: u64,
     deadline: Instant,
 ) -> anyhow::Result<Sample> {
     let mut best: Option<Sample> = None;
@@ -90,7 +91,7 @@ async fn peak(
     while counters.succeeded() == 0 && full < FULL_SAMPLES {
         anyhow::ensure!(Instant::now() < deadline, "no delivery arrived in time");
         let sample = Sample::take(api, pid, counters).await?;
-        if sample.open >= events {
+        if sample.open >= deliveries {
             full += 1;
         }
         if best

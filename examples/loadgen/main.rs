@@ -8,12 +8,13 @@
 //! - `throughput`: `--events` as fast as confirms allow, `--fanout` subscriptions
 //!   each; deliveries/s from the first publish to the last 2xx. `--ceiling quorum`
 //!   measures a bare consume -> POST -> ack loop instead of herald; `--fail-first`
-//!   makes the receiver answer 500 to every first attempt (a retry storm).
+//!   makes the receiver answer 500 to every first attempt (a retry storm);
+//!   `--outcomes` also reads herald's outcome events, as an upstream system would.
 //! - `latency`: open-loop publishing at `--rate` for `--duration`; publish ->
 //!   receiver-arrival percentiles. `--slow-receiver 5s` adds a second subscription,
 //!   matching every event too, whose receiver answers that late (isolation).
-//! - `footprint`: `--events` deliveries held `--hold` at the receiver; herald's
-//!   VmRSS (`--pid`) once they are all in flight.
+//! - `footprint`: `--events` x `--fanout` deliveries held `--hold` at the
+//!   receiver; herald's VmRSS (`--pid`) once they are all in flight.
 //! - `direct`: the receiver's own ceiling: `--events` plain POSTs of an event body
 //!   at `--concurrency`, no broker, no herald.
 //!
@@ -59,7 +60,7 @@ pub struct Args {
     /// Bytes of each event's JSON.
     #[arg(long, default_value_t = 1024)]
     size: usize,
-    /// Subscriptions each event matches (throughput).
+    /// Subscriptions each event matches (throughput, footprint).
     #[arg(long, default_value_t = 1)]
     fanout: u64,
     /// Measure the ceiling instead of herald: a bare consume -> POST -> ack loop
@@ -72,6 +73,10 @@ pub struct Args {
     /// The receiver answers 500 to first attempts (`herald-attempt: 1`), 204 to the rest.
     #[arg(long)]
     fail_first: bool,
+    /// Read herald's outcome events from `<prefix>.outcomes` too (throughput;
+    /// herald needs `outcomes.enabled`), and count them.
+    #[arg(long)]
+    outcomes: bool,
     /// Events per second (latency).
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,

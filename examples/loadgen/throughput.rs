@@ -4,7 +4,10 @@
 //! ceiling loop (`--ceiling`), or as a retry storm (`--fail-first`: every
 //! delivery fails once, so only retries succeed).
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
 use crate::{
     Args,
@@ -15,6 +18,8 @@ use crate::{
 
 /// A run that has not finished by then is stuck, not slow.
 const TIMEOUT: Duration = Duration::from_secs(600);
+/// How long outcome events may trail the last delivery.
+const OUTCOMES_TRAIL: Duration = Duration::from_secs(5);
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     let behaviour = if args.fail_first {
@@ -46,6 +51,11 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         }
     };
 
+    let outcomes = if args.outcomes {
+        Some(amqp::count_outcomes(&args.amqp, &args.prefix).await?)
+    } else {
+        None
+    };
     let publisher = Publisher::connect(&args.amqp, &exchange, &routing_key, args.size).await?;
     let started = Instant::now();
     for seq in 0..args.events {
@@ -65,6 +75,17 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     api.unsubscribe(&subscriptions).await;
+    // Outcome events are best effort and may trail the deliveries a little.
+    let outcomes_taken = match &outcomes {
+        Some(taken) => {
+            let waited = Instant::now();
+            while taken.load(Ordering::Relaxed) < want && waited.elapsed() < OUTCOMES_TRAIL {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            taken.load(Ordering::Relaxed)
+        }
+        None => 0,
+    };
 
     let what = match (&args.ceiling, args.fail_first) {
         (Some(queue_type), _) => format!("ceiling ({queue_type})"),
@@ -82,8 +103,11 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         published.as_secs_f64(),
         counters.failed(),
     );
+    if outcomes.is_some() {
+        println!("  outcome events read: {outcomes_taken} of {want}");
+    }
     println!(
-        "result: deliveries={want} per_s={per_s:.0} failed={}",
+        "result: deliveries={want} per_s={per_s:.0} failed={} outcomes={outcomes_taken}",
         counters.failed()
     );
     Ok(())

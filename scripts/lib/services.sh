@@ -58,8 +58,11 @@ start_rabbitmq() {
     services_log "starting rabbitmq-server (detached)"
     # Returns before the node is up; a node that is already booting makes this
     # second start fail harmlessly, and the wait below still sees the first one.
-    "${SUDO[@]}" rabbitmq-server -detached || true
-    local deadline=$((SECONDS + 90))
+    # A node recovering many queues needs a file descriptor or more each: with
+    # the usual soft limit of 1024 a node left with a few thousand queues by
+    # earlier runs takes minutes to boot, or fails. Raise it to the hard limit.
+    "${SUDO[@]}" sh -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec rabbitmq-server -detached' || true
+    local deadline=$((SECONDS + 300))
     while true; do
         # await_startup fails when asked too early (no node to talk to yet): retry it.
         # Its own --timeout, never `timeout`: a killed CLI leaves its Erlang node behind,
@@ -69,7 +72,7 @@ start_rabbitmq() {
             break
         fi
         if ((SECONDS >= deadline)); then
-            services_log "rabbitmq did not come up within 90s"
+            services_log "rabbitmq did not come up within 300s"
             "${SUDO[@]}" sh -c 'tail -n 30 /var/log/rabbitmq/*.log' >&2 2>/dev/null || true
             return 1
         fi

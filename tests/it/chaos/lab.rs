@@ -237,10 +237,7 @@ impl Lab {
     /// The dead letters archived in `<p>.dead.log` since the last call.
     async fn read_dead_letters(&mut self) -> anyhow::Result<Vec<Message>> {
         let log = format!("{}.dead.log", self.prefix);
-        self.reader().await?;
-        let (conn, _) = self.reader.as_ref().expect("just connected");
-        let (read, next) =
-            crate::support::read_stream(conn, &log, self.dead_offset, usize::MAX).await?;
+        let (read, next) = crate::support::read_stream(&log, self.dead_offset, usize::MAX).await?;
         self.dead_offset = next;
         Ok(read)
     }

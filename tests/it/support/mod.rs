@@ -18,13 +18,15 @@ use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use herald::{
     app::{App, Role},
+    broker::topology::Topology,
     config::{Config, QueueType, SecretString, SecretUrl},
+    delivery::retry::RetryPolicy,
 };
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-        BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+        BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable},
 };
@@ -112,6 +114,9 @@ pub struct TestApp {
     dead_read: std::sync::Mutex<u64>,
     cancel: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The prefix was made for this app (not shared with another by the test):
+    /// its queues go with it.
+    owns_prefix: bool,
 }
 
 impl TestApp {
@@ -122,8 +127,10 @@ impl TestApp {
     /// Builds and runs the real `App` with `adjust` applied to the test config; waits for /readyz.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         init();
-        let mut config = test_config(&unique_prefix());
+        let prefix = unique_prefix();
+        let mut config = test_config(&prefix);
         adjust(&mut config);
+        let owns_prefix = config.amqp.prefix == prefix;
         let app = App::build(config.clone(), Role::All)
             .await
             .expect("the app builds");
@@ -138,6 +145,7 @@ impl TestApp {
             dead_read: std::sync::Mutex::new(0),
             cancel,
             handle: Some(handle),
+            owns_prefix,
         };
         test.wait_ready().await;
         test
@@ -256,8 +264,10 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Stops the app as SIGTERM would and waits for it.
+    /// Stops the app as SIGTERM would and waits for it to end; its queues
+    /// stay, for the test to go on with (the expiry policy reaps them).
     pub async fn stop(mut self) {
+        self.owns_prefix = false;
         self.cancel.cancel();
         if let Some(handle) = self.handle.take() {
             handle.await.unwrap().unwrap();
@@ -268,7 +278,53 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.cancel.cancel();
+        if self.owns_prefix {
+            // Left to the expiry policy, a whole run's queues and streams live
+            // for 10 minutes, each holding broker file descriptors: enough to
+            // exhaust a broker's default 1024 (and break it) in one run.
+            let queues = queues_of(&self.config);
+            let _ = std::thread::spawn(move || delete_queues(queues)).join();
+        }
     }
+}
+
+/// Every queue and stream herald declares with `config`.
+fn queues_of(config: &Config) -> Vec<String> {
+    let topology = Topology::new(
+        &config.amqp.prefix,
+        config.amqp.queue_type,
+        config.amqp.delivery_limit.get(),
+        RetryPolicy::from_config(&config.delivery).buckets(),
+    );
+    let mut queues = topology.queues();
+    queues.extend([topology.dead_log(), topology.dead_settled()]);
+    queues
+}
+
+/// Deletes `queues` (missing ones are fine) on a connection and runtime of its own.
+fn delete_queues(queues: Vec<String>) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await else {
+            return;
+        };
+        for queue in queues {
+            // A channel each: a refused delete closes the channel it was asked on.
+            let Ok(channel) = conn.create_channel().await else {
+                break;
+            };
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+            let _ = channel.close(200, "deleted".into()).await;
+        }
+        let _ = conn.close(200, "done".into()).await;
+    });
 }
 
 /// A message read back from one of herald's queues.
@@ -356,7 +412,7 @@ impl Broker {
         loop {
             // A stream the worker has only just declared may refuse a
             // consumer for a moment; that is worth another look, not a panic.
-            match read_stream(&self.conn, stream, from, n - got.len()).await {
+            match read_stream(stream, from, n - got.len()).await {
                 Ok((read, next)) => {
                     from = next;
                     got.extend(read);
@@ -405,8 +461,20 @@ impl Broker {
 
 /// Up to `max` entries of the stream `stream` from offset `from` on, read until
 /// it has been quiet for a moment, and the offset to read on from. Nothing
-/// when the stream does not exist (yet). Streams keep what is read.
+/// when the stream does not exist (yet). Streams keep what is read. On a
+/// connection of its own: a stream that is not ready yet fails the connection.
 pub async fn read_stream(
+    stream: &str,
+    from: u64,
+    max: usize,
+) -> anyhow::Result<(Vec<Message>, u64)> {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    let read = read_stream_on(&conn, stream, from, max).await;
+    let _ = conn.close(200, "read".into()).await;
+    read
+}
+
+async fn read_stream_on(
     conn: &Connection,
     stream: &str,
     from: u64,
