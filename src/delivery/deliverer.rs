@@ -113,14 +113,13 @@ impl Deliverer {
             may_wait: holder == Holder::Deliveries,
             parked_before: task.parked > 0,
         });
-        let (admission, free) = match route {
-            Route::WaitForPlace => {
-                // No slot is held while waiting for a place: that wait can be
-                // long, and the slots are for attempts that can go now.
-                drop(free);
-                (admit_when_free(core, sub).await, None)
-            }
-            _ => (admission, free),
+        // Only an attempt needs a slot. A park or a hand-off waits for a
+        // confirm, and a wait for a place can be long: holding a slot through
+        // either took it from healthy subscriptions' attempts.
+        let free = free.filter(|_| matches!(route, Route::Attempt | Route::WaitForSlot));
+        let admission = match route {
+            Route::WaitForPlace => admit_when_free(core, sub).await,
+            _ => admission,
         };
         match (route, admission) {
             (Route::Attempt, Admission::Place(place)) => Ok(Some((place, free))),
