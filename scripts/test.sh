@@ -59,5 +59,5 @@ else
     # Without nextest's filters: the fast suite, then the bounded chaos subset.
     step "cargo test --locked (cargo-nextest not installed)"
     cargo test --locked -- --skip chaos::
-    cargo test --locked --test it -- chaos::broker::b1_ chaos::broker::b3_
+    cargo test --locked --test it -- chaos::broker::b1_ chaos::broker::b3_ chaos::fleet:: chaos::cluster::
 fi

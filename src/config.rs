@@ -7,6 +7,10 @@ use std::{
     net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -38,8 +42,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpConfig {
-    /// RabbitMQ URL. `heartbeat` (seconds) bounds how long a dead or hung broker goes unnoticed.
-    pub url: SecretUrl,
+    /// RabbitMQ URL, or one per node of a cluster. `heartbeat` (seconds) bounds
+    /// how long a dead or hung broker goes unnoticed.
+    pub url: NodeUrls,
     /// Prefix of every exchange and queue herald declares.
     pub prefix: String,
     /// `quorum` (replicated, the production choice) or `classic` (a single dev broker).
@@ -235,7 +240,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_prefix("amqp.prefix", &self.amqp.prefix)?;
         check_prefix("redis.prefix", &self.redis.prefix)?;
-        check_scheme("amqp.url", &self.amqp.url, &["amqp://", "amqps://"])?;
+        for url in self.amqp.url.iter() {
+            check_scheme("amqp.url", url, &["amqp://", "amqps://"])?;
+        }
         check_scheme("redis.url", &self.redis.url, &["redis://", "rediss://"])?;
         if self.amqp.prefetch == 0 {
             return Err(ConfigError::new("amqp.prefetch", "must be at least 1"));
@@ -425,24 +432,119 @@ impl Serialize for SecretUrl {
     }
 }
 
-/// CIDRs given as a TOML array, or as one comma-separated string (handy in an
-/// environment variable). Each is `address/prefix`; the prefix is digits only.
-fn cidr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+/// The RabbitMQ nodes herald may connect to: one URL, or one per node of a
+/// cluster (a list, see [`OneOrMany`]; a comma inside a URL must be written
+/// `%2C`). Every node serves every queue (quorum queues are replicated), so
+/// any node will do: a connection goes to the first that answers, starting
+/// from the one after the node last lost. Clones share that starting point.
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "OneOrMany")]
+pub struct NodeUrls {
+    urls: Arc<[SecretUrl]>,
+    /// Where the next connection starts looking: random at first, so workers
+    /// sharing one list spread over the nodes.
+    next: Arc<AtomicUsize>,
+}
+
+impl NodeUrls {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::from_list(vec![SecretUrl::new(url)])
     }
-    let texts: Vec<String> = match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        OneOrMany::Many(list) => list,
-    };
+
+    fn from_list(urls: Vec<SecretUrl>) -> Self {
+        let start = fastrand::usize(..urls.len().max(1));
+        Self {
+            urls: urls.into(),
+            next: Arc::new(AtomicUsize::new(start)),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &SecretUrl> {
+        self.urls.iter()
+    }
+
+    /// The nodes in the order to try them now, with their positions.
+    pub fn in_turn(&self) -> impl Iterator<Item = (usize, &SecretUrl)> {
+        let start = self.next.load(Ordering::Relaxed);
+        let n = self.urls.len();
+        (0..n)
+            .map(move |i| (start + i) % n)
+            .map(|i| (i, &self.urls[i]))
+    }
+
+    /// Node `index` answered: later connections go there first.
+    pub fn connected(&self, index: usize) {
+        self.next.store(index, Ordering::Relaxed);
+    }
+
+    /// The connection to node `index` failed: later ones start at the next node.
+    pub fn lost(&self, index: usize) {
+        let _ = self.next.compare_exchange(
+            index,
+            (index + 1) % self.urls.len(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl TryFrom<OneOrMany> for NodeUrls {
+    type Error = String;
+
+    fn try_from(list: OneOrMany) -> Result<Self, String> {
+        let urls = list.items();
+        if urls.is_empty() {
+            return Err("names no broker".into());
+        }
+        Ok(Self::from_list(
+            urls.into_iter().map(SecretUrl::new).collect(),
+        ))
+    }
+}
+
+impl fmt::Debug for NodeUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.urls.iter()).finish()
+    }
+}
+
+/// One URL prints as a string, as it was most likely given; several as a list.
+impl Serialize for NodeUrls {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &*self.urls {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+}
+
+/// A list given as a TOML array, or as one comma-separated string (handy in an
+/// environment variable); blank entries are skipped.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn items(self) -> Vec<String> {
+        match self {
+            Self::One(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            Self::Many(list) => list,
+        }
+    }
+}
+
+/// CIDRs given as a list (see [`OneOrMany`]). Each is `address/prefix`; the
+/// prefix is digits only.
+fn cidr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let texts = OneOrMany::deserialize(d)?.items();
     texts
         .iter()
         .map(|text| {
@@ -527,6 +629,47 @@ mod tests {
     }
 
     #[test]
+    fn amqp_url_takes_one_node_or_several() {
+        let urls = |config: &Config| -> Vec<String> {
+            config
+                .amqp
+                .url
+                .iter()
+                .map(|u| u.expose().to_owned())
+                .collect()
+        };
+        let config = with("[amqp]\nurl = \"amqp://a:5672/%2f, amqp://b:5672/%2f\"").unwrap();
+        assert_eq!(urls(&config), ["amqp://a:5672/%2f", "amqp://b:5672/%2f"]);
+        let config = with("[amqp]\nurl = [\"amqp://a/%2f\", \"amqps://b/%2f\"]").unwrap();
+        assert_eq!(urls(&config), ["amqp://a/%2f", "amqps://b/%2f"]);
+        let err = with("[amqp]\nurl = [\"amqp://a/%2f\", \"http://b/\"]").unwrap_err();
+        assert_eq!(err.key, "amqp.url");
+        assert_eq!(with("[amqp]\nurl = \" , \"").unwrap_err().key, "amqp.url");
+    }
+
+    #[test]
+    fn connections_start_after_the_node_last_lost_and_stay_where_one_answered() {
+        let nodes: NodeUrls = OneOrMany::One("amqp://a, amqp://b, amqp://c".into())
+            .try_into()
+            .unwrap();
+        let order = |nodes: &NodeUrls| -> String {
+            nodes.in_turn().map(|(_, u)| &u.expose()[7..]).collect()
+        };
+        nodes.connected(0);
+        assert_eq!(order(&nodes), "abc");
+        nodes.lost(0);
+        assert_eq!(order(&nodes), "bca");
+        // A second connection to the lost node failing does not skip a good one.
+        nodes.lost(0);
+        assert_eq!(order(&nodes), "bca");
+        nodes.connected(2);
+        assert_eq!(order(&nodes), "cab");
+        let clone = nodes.clone();
+        clone.lost(2);
+        assert_eq!(order(&nodes), "abc", "clones share where to start");
+    }
+
+    #[test]
     fn a_malformed_cidr_is_refused_naming_the_key_and_the_value() {
         for bad in [
             "10.0.0.0/33",
@@ -564,7 +707,7 @@ mod tests {
     fn secrets_are_masked_when_printed() {
         let mut config = Config::defaults();
         config.api.token = SecretString::new("s3cret-token");
-        config.amqp.url = SecretUrl::new("amqp://user:hunter2@broker:5672/%2f");
+        config.amqp.url = NodeUrls::new("amqp://user:hunter2@broker:5672/%2f");
         let printed = config.to_masked_toml();
         assert!(!printed.contains("s3cret-token"), "{printed}");
         assert!(!printed.contains("hunter2"), "{printed}");

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{consumer::Consumer, publisher::Publisher, topology::Topology};
-use crate::config::AmqpConfig;
+use crate::config::{AmqpConfig, NodeUrls};
 
 /// How long one setup step (a connection handshake, declaring the topology,
 /// starting a consumer) may take. A broker that takes the TCP connection but
@@ -93,11 +93,7 @@ impl Session {
         let name = spec.name;
         let blocked = Arc::new(AtomicBool::new(false));
         let publish_name = format!("herald {name} publish");
-        let publish = step(
-            "connecting",
-            connect(config, &publish_name, fault, Some(blocked.clone())),
-        )
-        .await?;
+        let publish = connect(config, &publish_name, fault, Some(blocked.clone())).await?;
         let channel = step("opening the publishing channel", async {
             let channel = publish.create_channel().await?;
             channel
@@ -112,7 +108,7 @@ impl Session {
         }
         let consume = if spec.consume {
             let consume_name = format!("herald {name} consume");
-            Some(step("connecting", connect(config, &consume_name, fault, None)).await?)
+            Some(connect(config, &consume_name, fault, None).await?)
         } else {
             None
         };
@@ -152,7 +148,7 @@ impl Session {
     /// it. Whoever opens it closes it.
     pub(super) async fn detached_connection(&self, name: &str) -> anyhow::Result<Connection> {
         let unwatched = CancellationToken::new();
-        let conn = step("connecting", connect(&self.config, name, &unwatched, None)).await;
+        let conn = connect(&self.config, name, &unwatched, None).await;
         // Nobody waits on its fault: its watcher only has to end.
         unwatched.cancel();
         conn
@@ -232,20 +228,46 @@ impl Session {
     }
 }
 
-/// Opens a connection whose failure trips `fault`; `blocked`, when given,
-/// follows the broker's blocked/unblocked notices for it.
+/// Opens a connection to the first node of `amqp.url` that answers (each try
+/// bounded in time); its failure trips `fault`, and later connections start
+/// at the next node. `blocked`, when given, follows the broker's
+/// blocked/unblocked notices for it.
 async fn connect(
     config: &AmqpConfig,
     name: &str,
     fault: &CancellationToken,
     blocked: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<Connection> {
-    let properties = ConnectionProperties::default().with_connection_name(LongString::from(name));
-    let connecting = || format!("connecting to {}", config.url.masked());
-    let uri = amqp_uri(config.url.expose()).with_context(connecting)?;
-    let conn = Connection::connect_uri(uri, properties)
-        .await
-        .with_context(connecting)?;
+    let nodes = &config.url;
+    let mut failures = Vec::new();
+    for (index, url) in nodes.in_turn() {
+        let properties =
+            ConnectionProperties::default().with_connection_name(LongString::from(name));
+        let connecting = async {
+            let uri = amqp_uri(url.expose())?;
+            Ok(Connection::connect_uri(uri, properties).await?)
+        };
+        match step("connecting", connecting).await {
+            Ok(conn) => {
+                nodes.connected(index);
+                watch(&conn, name, fault, blocked, nodes.clone(), index);
+                return Ok(conn);
+            }
+            Err(err) => failures.push(format!("{}: {err:#}", url.masked())),
+        }
+    }
+    Err(anyhow!("connecting to {}", failures.join("; ")))
+}
+
+/// Follows `conn`'s events until `fault` is tripped: a failure trips it.
+fn watch(
+    conn: &Connection,
+    name: &str,
+    fault: &CancellationToken,
+    blocked: Option<Arc<AtomicBool>>,
+    nodes: NodeUrls,
+    index: usize,
+) {
     // Errors (socket loss, missed heartbeats, a forced close) arrive as events.
     let mut events = conn.events_listener();
     let fault = fault.clone();
@@ -263,6 +285,7 @@ async fn connect(
                     }
                     Some(lapin::Event::Error(err)) => {
                         warn!(connection = %name, error = %err, "broker connection failed");
+                        nodes.lost(index);
                         fault.cancel();
                         return;
                     }
@@ -280,6 +303,7 @@ async fn connect(
                     }
                     Some(_) => {}
                     None => {
+                        nodes.lost(index);
                         fault.cancel();
                         return;
                     }
@@ -287,7 +311,6 @@ async fn connect(
             }
         }
     });
-    Ok(conn)
 }
 
 /// A soft error closes one channel; a hard one (or a socket error) the connection.

@@ -147,7 +147,7 @@ async fn the_api_answers_503_while_the_broker_is_unreachable() {
     // Nothing listens on port 1: the API's broker link never connects.
     let prefix = crate::support::unique_prefix();
     let mut config = crate::support::test_config(&prefix);
-    config.amqp.url = herald::config::SecretUrl::new("amqp://guest:guest@127.0.0.1:1/%2f");
+    config.amqp.url = herald::config::NodeUrls::new("amqp://guest:guest@127.0.0.1:1/%2f");
     crate::support::init();
     let app = herald::app::App::build(config, herald::app::Role::Api)
         .await

@@ -237,7 +237,7 @@ async fn a_broker_that_never_answers_fails_the_session_setup_in_bounded_time() {
         }
     });
     let mut config = crate::support::test_config(&unique_prefix()).amqp;
-    config.url = herald::config::SecretUrl::new(format!("amqp://guest:guest@{addr}/%2f"));
+    config.url = herald::config::NodeUrls::new(format!("amqp://guest:guest@{addr}/%2f"));
     let started = Instant::now();
     let opened = tokio::time::timeout(
         Duration::from_secs(60),
@@ -269,7 +269,7 @@ async fn a_session_whose_connections_were_reset_closes_in_bounded_time() {
     crate::support::init();
     let proxy = crate::support::proxy::FaultProxy::start(([127, 0, 0, 1], 5672).into()).await;
     let mut config = crate::support::test_config(&unique_prefix()).amqp;
-    config.url = herald::config::SecretUrl::new(format!(
+    config.url = herald::config::NodeUrls::new(format!(
         "amqp://guest:guest@{}/%2f?heartbeat=5",
         proxy.addr()
     ));

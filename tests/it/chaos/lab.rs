@@ -8,7 +8,7 @@ use std::{
 };
 
 use lapin::{
-    Channel, Connection, ConnectionProperties,
+    Channel, Connection,
     options::{BasicGetOptions, QueueDeclareOptions},
     types::FieldTable,
 };
@@ -73,6 +73,20 @@ impl Lab {
 
     /// Starts one more worker (`herald serve`) and waits for `/readyz`; returns its index.
     pub async fn start_worker(&mut self) -> usize {
+        let index = self.spawn_worker();
+        self.worker(index).wait_ready().await;
+        index
+    }
+
+    /// Starts `count` workers in the same instant, then waits until every one is ready.
+    pub async fn start_workers_together(&mut self, count: usize) {
+        let started: Vec<usize> = (0..count).map(|_| self.spawn_worker()).collect();
+        let ready = started.iter().map(|&i| self.worker(i).wait_ready());
+        futures_util::future::join_all(ready).await;
+    }
+
+    /// Starts one more worker without waiting for it; returns its index.
+    fn spawn_worker(&mut self) -> usize {
         let index = self.workers.len();
         let log = std::fs::File::create(self.logs.path().join(format!("worker-{index}.log")))
             .expect("log file");
@@ -83,7 +97,6 @@ impl Lab {
         ];
         env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let herald = Herald::start_with(&self.prefix, &env, Stdio::from(log));
-        herald.wait_ready().await;
         self.workers.push(Some(herald));
         index
     }
@@ -219,7 +232,7 @@ impl Lab {
             conn.status().connected() && channel.status().connected()
         };
         if !self.reader.as_ref().is_some_and(usable) {
-            let conn = Connection::connect(&self.amqp_url, ConnectionProperties::default()).await?;
+            let conn = crate::support::connect_any(&self.amqp_url).await?;
             let channel = conn.create_channel().await?;
             self.reader = Some((conn, channel));
         }
@@ -237,7 +250,9 @@ impl Lab {
     /// The dead letters archived in `<p>.dead.log` since the last call.
     async fn read_dead_letters(&mut self) -> anyhow::Result<Vec<Message>> {
         let log = format!("{}.dead.log", self.prefix);
-        let (read, next) = crate::support::read_stream(&log, self.dead_offset, usize::MAX).await?;
+        let (read, next) =
+            crate::support::read_stream_at(&self.amqp_url, &log, self.dead_offset, usize::MAX)
+                .await?;
         self.dead_offset = next;
         Ok(read)
     }

@@ -5,7 +5,7 @@
 use std::{ops::Range, time::Duration};
 
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties,
+    BasicProperties, Channel, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use serde_json::json;
@@ -36,7 +36,7 @@ impl Publisher {
             .as_ref()
             .is_none_or(|(c, _)| !c.status().connected())
         {
-            let conn = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+            let conn = crate::support::connect_any(&self.url).await?;
             let channel = conn.create_channel().await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())

@@ -13,6 +13,8 @@ mod load;
 
 mod broker;
 mod clock;
+mod cluster;
+mod fleet;
 mod http;
 mod partition;
 mod redis;

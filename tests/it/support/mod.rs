@@ -19,7 +19,7 @@ use futures_util::future::BoxFuture;
 use herald::{
     app::{App, Role},
     broker::topology::Topology,
-    config::{Config, QueueType, SecretString, SecretUrl},
+    config::{Config, NodeUrls, QueueType, SecretString, SecretUrl},
     delivery::retry::RetryPolicy,
 };
 use lapin::{
@@ -58,7 +58,7 @@ pub fn unique_prefix() -> String {
 /// The defaults with test settings: classic queues, fast retries, port 0.
 pub fn test_config(prefix: &str) -> Config {
     let mut config = Config::defaults();
-    config.amqp.url = SecretUrl::new(AMQP_URL);
+    config.amqp.url = NodeUrls::new(AMQP_URL);
     config.amqp.prefix = prefix.to_owned();
     config.amqp.queue_type = QueueType::Classic;
     config.amqp.confirm_timeout = Duration::from_secs(5);
@@ -468,10 +468,33 @@ pub async fn read_stream(
     from: u64,
     max: usize,
 ) -> anyhow::Result<(Vec<Message>, u64)> {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    read_stream_at(AMQP_URL, stream, from, max).await
+}
+
+/// [`read_stream`] on the broker (or any node of the cluster) at `urls`.
+pub async fn read_stream_at(
+    urls: &str,
+    stream: &str,
+    from: u64,
+    max: usize,
+) -> anyhow::Result<(Vec<Message>, u64)> {
+    let conn = connect_any(urls).await?;
     let read = read_stream_on(&conn, stream, from, max).await;
     let _ = conn.close(200, "read".into()).await;
     read
+}
+
+/// A connection to the first node that answers of `urls`, one URL or several
+/// separated by commas (as `HERALD__AMQP__URL` takes them).
+pub async fn connect_any(urls: &str) -> anyhow::Result<Connection> {
+    let mut failures = Vec::new();
+    for url in urls.split(',').map(str::trim) {
+        match Connection::connect(url, ConnectionProperties::default()).await {
+            Ok(conn) => return Ok(conn),
+            Err(err) => failures.push(format!("{url}: {err}")),
+        }
+    }
+    anyhow::bail!("no node answers: {}", failures.join("; "))
 }
 
 async fn read_stream_on(

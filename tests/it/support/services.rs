@@ -23,7 +23,9 @@ pub fn signal(pid: u32, signal: &str) {
 /// directory). Its data survives `kill` + `start`, as a real broker's does.
 pub struct PrivateBroker {
     dir: tempfile::TempDir,
-    node: String,
+    /// `HOME` of the node and its CLI: where the Erlang cookie is.
+    home: PathBuf,
+    pub node: String,
     port: u16,
     dist_port: u16,
     script: Option<Child>,
@@ -34,9 +36,16 @@ const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 
 impl PrivateBroker {
     pub async fn start() -> Self {
+        Self::start_in(None).await
+    }
+
+    /// A node whose Erlang cookie is in `home` (shared by a cluster's nodes),
+    /// or in a home of its own.
+    async fn start_in(home: Option<PathBuf>) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::write(dir.path().join("enabled_plugins"), "[].").expect("plugins file");
         let mut broker = Self {
+            home: home.unwrap_or_else(|| dir.path().to_owned()),
             node: format!(
                 "herald-chaos-{}-{}@localhost",
                 std::process::id(),
@@ -63,7 +72,7 @@ impl PrivateBroker {
         let path = self.dir.path();
         let log = std::fs::File::create(path.join("server.out")).expect("log file");
         let child = Command::new(SERVER)
-            .env("HOME", path)
+            .env("HOME", &self.home)
             .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
             .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
@@ -129,7 +138,7 @@ impl PrivateBroker {
     /// `rabbitmqctl` against this node only.
     pub fn ctl(&self, args: &[&str]) -> String {
         let output = Command::new(CTL)
-            .env("HOME", self.dir.path())
+            .env("HOME", &self.home)
             .args(["-q", "-n", &self.node])
             .args(args)
             .output()
@@ -157,6 +166,91 @@ impl Drop for PrivateBroker {
                 let _ = script.wait();
             }
         }
+    }
+}
+
+/// Private nodes clustered with `rabbitmqctl join_cluster`: quorum queues
+/// declared once it stands are replicated on every node.
+pub struct PrivateCluster {
+    pub nodes: Vec<PrivateBroker>,
+    _home: tempfile::TempDir,
+}
+
+impl PrivateCluster {
+    pub async fn start(size: usize) -> Self {
+        let home = tempfile::tempdir().expect("a temp dir");
+        let cookie = home.path().join(".erlang.cookie");
+        std::fs::write(&cookie, uuid::Uuid::new_v4().simple().to_string()).expect("cookie");
+        // Erlang refuses a cookie others can read.
+        std::fs::set_permissions(&cookie, std::os::unix::fs::PermissionsExt::from_mode(0o400))
+            .expect("cookie mode");
+        let started = Instant::now();
+        let booting = (0..size).map(|_| PrivateBroker::start_in(Some(home.path().to_owned())));
+        let nodes = futures_util::future::join_all(booting).await;
+        let first = nodes[0].node.clone();
+        for node in &nodes[1..] {
+            node.ctl(&["stop_app"]);
+            node.ctl(&["join_cluster", &first]);
+            node.ctl(&["start_app"]);
+        }
+        let cluster = Self { nodes, _home: home };
+        cluster.await_running(size).await;
+        println!("private cluster of {size} up in {:?}", started.elapsed());
+        cluster
+    }
+
+    /// Waits until `count` nodes run, as the first live node sees it.
+    pub async fn await_running(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let running = self.running_nodes();
+            if running >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{running} of {count} nodes run");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn running_nodes(&self) -> usize {
+        let Some(node) = self.nodes.iter().find(|n| n.script.is_some()) else {
+            return 0;
+        };
+        let status = node.ctl(&["cluster_status", "--formatter", "json"]);
+        serde_json::from_str::<serde_json::Value>(&status)
+            .ok()
+            .and_then(|s| s["running_nodes"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    }
+
+    /// Every node's URL, comma-separated (as `HERALD__AMQP__URL` takes them).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(PrivateBroker::url).collect();
+        urls.join(",")
+    }
+
+    /// The node whose AMQP connections include one named `name` (the
+    /// client's `connection_name`).
+    pub fn node_holding(&self, name: &str) -> Option<usize> {
+        let node = self.nodes.iter().find(|n| n.script.is_some())?;
+        let listed = node.ctl(&[
+            "list_connections",
+            "port",
+            "client_properties",
+            "--formatter",
+            "json",
+        ]);
+        let connections: serde_json::Value = serde_json::from_str(&listed).ok()?;
+        // client_properties: [[key, type, value], ...]
+        let named = |c: &&serde_json::Value| {
+            c["client_properties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p[0] == "connection_name" && p[2] == name)
+        };
+        let port = connections.as_array()?.iter().find(named)?["port"].as_u64()?;
+        self.nodes.iter().position(|n| u64::from(n.port) == port)
     }
 }
 
