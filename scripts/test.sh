@@ -46,6 +46,11 @@ step "observability: promtool checks of the alert rules and scrape config"
 # Also installs Prometheus when missing: the real-Prometheus test needs it.
 scripts/check-observability.sh
 
+step "deploy: the Dockerfile, the compose stack and the Kubernetes manifests, offline"
+# Real parsers and schemas (dockerfile-parse, the Compose Specification,
+# kubernetes-validate, the operators' CRD schemas) in a virtualenv it makes.
+scripts/check-deploy.sh
+
 step "cargo fmt --check"
 cargo fmt --check
 
