@@ -6,7 +6,7 @@ use std::{
     fmt,
     net::{IpAddr, SocketAddr},
     num::NonZeroU32,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -34,6 +34,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub outcomes: OutcomesConfig,
     pub credentials: CredentialsConfig,
+    pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
@@ -56,6 +57,10 @@ pub struct AmqpConfig {
     pub confirm_timeout: Duration,
     /// Deliveries of one message after which a quorum queue moves it to `<prefix>.dead`.
     pub delivery_limit: NonZeroU32,
+    /// The `[tls]` section, copied here when the configuration is read, so
+    /// whatever connects to the broker needs only this section.
+    #[serde(skip)]
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -72,6 +77,9 @@ pub struct RedisConfig {
     pub url: SecretUrl,
     /// Prefix of every Redis key herald uses.
     pub prefix: String,
+    /// The `[tls]` section, copied here as for [`AmqpConfig::tls`].
+    #[serde(skip)]
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -141,6 +149,108 @@ pub struct CredentialsConfig {
     /// Directory of credential files (`credential('NAME')` reads `<dir>/NAME`), e.g. a
     /// mounted Kubernetes Secret; `HERALD_CREDENTIAL_NAME` in the environment wins.
     pub dir: std::path::PathBuf,
+}
+
+/// TLS to RabbitMQ (`amqps://`) and Redis (`rediss://`). Each connection to
+/// RabbitMQ reads the files again, so a rotated certificate is used without a
+/// restart; Redis reads them when herald starts.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM bundle of CA certificates trusted besides the system's roots.
+    #[serde(
+        default,
+        deserialize_with = "optional_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM, with its chain) for mutual TLS; needs `key_file`.
+    #[serde(
+        default,
+        deserialize_with = "optional_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(
+        default,
+        deserialize_with = "optional_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key_file: Option<PathBuf>,
+}
+
+/// What [`TlsConfig`] names, read and checked.
+#[derive(Default)]
+pub struct TlsFiles {
+    /// PEM CA certificates to trust besides the system's roots.
+    pub ca: Option<String>,
+    /// PEM client certificate chain and private key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsConfig {
+    /// Reads the files, checking that each holds what it should.
+    pub fn read(&self) -> Result<TlsFiles, ConfigError> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+        let certificates = |key: &str, path: &Path| -> Result<Vec<u8>, ConfigError> {
+            let pem = read_file(key, path)?;
+            let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+            match parsed {
+                Ok(certs) if !certs.is_empty() => Ok(pem),
+                Ok(_) => Err(ConfigError::new(
+                    key,
+                    format!("{} holds no PEM certificate", path.display()),
+                )),
+                Err(e) => Err(ConfigError::new(key, format!("{}: {e}", path.display()))),
+            }
+        };
+        let ca = match &self.ca_file {
+            Some(path) => Some(certificates("tls.ca_file", path)?),
+            None => None,
+        };
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = certificates("tls.cert_file", cert)?;
+                let pem = read_file("tls.key_file", key)?;
+                PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+                    ConfigError::new(
+                        "tls.key_file",
+                        format!("{}: no private key: {e}", key.display()),
+                    )
+                })?;
+                Some((chain, pem))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "tls.key_file",
+                    "must be set with tls.cert_file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "tls.cert_file",
+                    "must be set with tls.key_file",
+                ));
+            }
+            (None, None) => None,
+        };
+        Ok(TlsFiles {
+            ca: ca.map(|pem| String::from_utf8_lossy(&pem).into_owned()),
+            identity,
+        })
+    }
+}
+
+fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError::new(key, format!("{}: {e}", path.display())))
+}
+
+/// An empty string (the documented default) means not set.
+fn optional_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    Ok((!path.as_os_str().is_empty()).then_some(path))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -218,7 +328,7 @@ impl Config {
     }
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
-        figment.extract().map_err(|err| {
+        let mut config: Self = figment.extract().map_err(|err| {
             // figment collects every error; the first is enough to fix, and stays one line.
             let err = err
                 .into_iter()
@@ -233,7 +343,10 @@ impl Config {
                 key: if key.is_empty() { "config".into() } else { key },
                 message,
             }
-        })
+        })?;
+        config.amqp.tls = config.tls.clone();
+        config.redis.tls = config.tls.clone();
+        Ok(config)
     }
 
     /// Checks that types alone cannot express.
@@ -244,6 +357,7 @@ impl Config {
             check_scheme("amqp.url", url, &["amqp://", "amqps://"])?;
         }
         check_scheme("redis.url", &self.redis.url, &["redis://", "rediss://"])?;
+        self.tls.read()?;
         if self.amqp.prefetch == 0 {
             return Err(ConfigError::new("amqp.prefetch", "must be at least 1"));
         }
@@ -626,6 +740,42 @@ mod tests {
         assert_eq!(cidrs(config), ["10.1.0.0/16", "192.168.5.0/24"]);
         let config = with("[delivery]\nallowed_cidrs = [\"10.1.0.0/16\"]").unwrap();
         assert_eq!(cidrs(config), ["10.1.0.0/16"]);
+    }
+
+    #[test]
+    fn tls_files_are_checked_at_start_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let not_pem = not_pem.display();
+        for (file, key, says) in [
+            (
+                format!("cert_file = \"{not_pem}\""),
+                "tls.key_file",
+                "must be set with tls.cert_file",
+            ),
+            (
+                format!("key_file = \"{not_pem}\""),
+                "tls.cert_file",
+                "must be set with tls.key_file",
+            ),
+            (
+                "ca_file = \"/nonexistent/ca.pem\"".to_owned(),
+                "tls.ca_file",
+                "/nonexistent/ca.pem: No such file",
+            ),
+            (
+                format!("ca_file = \"{not_pem}\""),
+                "tls.ca_file",
+                "holds no PEM certificate",
+            ),
+        ] {
+            let err = with(&format!("[tls]\n{file}")).unwrap_err();
+            assert_eq!(err.key, key, "{file}");
+            assert!(err.message.contains(says), "{file}: {err}");
+        }
+        let config = with("[tls]\nca_file = \"\"").unwrap();
+        assert!(config.tls.ca_file.is_none() && config.amqp.tls.ca_file.is_none());
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = format!("{err:#}"), "subscription store unavailable");
                 Self::unavailable("subscription store (Redis) unavailable")
             }
-            StoreError::Corrupt(..) => Self::internal(err.into()),
+            StoreError::Corrupt(..) | StoreError::Tls(_) => Self::internal(err.into()),
         }
     }
 }

@@ -73,7 +73,7 @@ impl App {
             config.amqp.delivery_limit.get(),
             RetryPolicy::from_config(&config.delivery).buckets(),
         );
-        let store = Store::new(config.redis.url.expose(), &config.redis.prefix)
+        let store = Store::new(&config.redis)
             .with_context(|| format!("redis.url: {}", config.redis.url.masked()))?;
         let listener = TcpListener::bind(config.api.listen)
             .await

@@ -15,9 +15,10 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use futures_util::StreamExt;
 use lapin::{
-    Connection, ConnectionProperties,
+    Connection, ConnectionProperties, DefaultConnectionBuilder,
     options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     protocol::AMQPErrorKind,
+    tcp::{OwnedIdentity, OwnedTLSConfig},
     types::{FieldTable, LongString, ShortString},
     uri::AMQPUri,
 };
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{consumer::Consumer, publisher::Publisher, topology::Topology};
-use crate::config::{AmqpConfig, NodeUrls};
+use crate::config::{AmqpConfig, NodeUrls, TlsConfig};
 
 /// How long one setup step (a connection handshake, declaring the topology,
 /// starting a consumer) may take. A broker that takes the TCP connection but
@@ -245,7 +246,12 @@ async fn connect(
             ConnectionProperties::default().with_connection_name(LongString::from(name));
         let connecting = async {
             let uri = amqp_uri(url.expose())?;
-            Ok(Connection::connect_uri(uri, properties).await?)
+            Ok(DefaultConnectionBuilder::new()?
+                .with_uri(uri)
+                .with_properties(properties)
+                .with_tls_config(tls_config(&config.tls)?)
+                .connect()
+                .await?)
         };
         match step("connecting", connecting).await {
             Ok(conn) => {
@@ -311,6 +317,18 @@ fn watch(
             }
         }
     });
+}
+
+/// The `[tls]` files as lapin takes them: CA certificates added to the
+/// system's roots, and the client certificate for mutual TLS.
+fn tls_config(tls: &TlsConfig) -> anyhow::Result<OwnedTLSConfig> {
+    let files = tls.read()?;
+    Ok(OwnedTLSConfig {
+        cert_chain: files.ca,
+        identity: files
+            .identity
+            .map(|(pem, key)| OwnedIdentity::PKCS8 { pem, key }),
+    })
 }
 
 /// A soft error closes one channel; a hard one (or a socket error) the connection.

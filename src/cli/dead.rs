@@ -140,7 +140,7 @@ impl DeadCommand {
                 if !confirmed("Replay", &records, yes)? {
                     bail!("nothing replayed (answer y, or pass --yes)");
                 }
-                let store = Store::new(config.redis.url.expose(), &config.redis.prefix)
+                let store = Store::new(&config.redis)
                     .with_context(|| format!("redis.url: {}", config.redis.url.masked()))?;
                 replay::replay(session, topology, &store, &records).await?;
                 print_settled("replayed", &records);

@@ -62,7 +62,7 @@ pub enum SubscriptionsCommand {
 
 impl SubscriptionsCommand {
     pub async fn run(self, config: &Config) -> anyhow::Result<()> {
-        let store = Store::new(config.redis.url.expose(), &config.redis.prefix)
+        let store = Store::new(&config.redis)
             .with_context(|| format!("redis.url: {}", config.redis.url.masked()))?;
         match self {
             Self::Apply {

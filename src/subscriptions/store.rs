@@ -8,11 +8,12 @@
 use std::{collections::HashMap, sync::LazyLock, time::Duration};
 
 use redis::{
-    AsyncCommands, Client, Script,
+    AsyncCommands, Client, ClientTlsConfig, Script, TlsCertificates,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
 use super::model::Subscription;
+use crate::config::{ConfigError, RedisConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,6 +21,8 @@ pub enum StoreError {
     Unavailable(#[from] redis::RedisError),
     #[error("subscription `{0}` has an unreadable record in Redis")]
     Corrupt(String, #[source] serde_json::Error),
+    #[error(transparent)]
+    Tls(#[from] ConfigError),
 }
 
 /// How a write treats what is already stored under the name.
@@ -97,8 +100,9 @@ pub struct Contents {
 
 impl Store {
     /// Connects lazily: a Redis that is down at start-up is retried on every call.
-    pub fn new(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url)?;
+    pub fn new(redis: &RedisConfig) -> Result<Self, StoreError> {
+        let prefix = &redis.prefix;
+        let client = client(redis)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -258,4 +262,46 @@ impl Store {
             .await?;
         Ok(Contents { version, records })
     }
+}
+
+/// A client for `redis.url`, with the `[tls]` files when it is `rediss://`.
+fn client(redis: &RedisConfig) -> Result<Client, StoreError> {
+    let url = redis.url.expose();
+    let files = redis.tls.read()?;
+    if !url.starts_with("rediss://") || (files.ca.is_none() && files.identity.is_none()) {
+        // rediss:// alone trusts the system's roots.
+        return Ok(Client::open(url)?);
+    }
+    let certificates = TlsCertificates {
+        client_tls: files
+            .identity
+            .map(|(client_cert, client_key)| ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: files.ca.map(with_system_roots),
+    };
+    Ok(Client::build_with_tls(url, certificates)?)
+}
+
+/// `ca` and the system's roots as one PEM bundle: roots given to the redis
+/// crate replace the system's, and `tls.ca_file` is meant to add to them.
+fn with_system_roots(ca: String) -> Vec<u8> {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+
+    let mut pem = ca.into_bytes();
+    pem.push(b'\n');
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // One unusable system certificate would fail the whole bundle there.
+        if rustls::RootCertStore::empty().add(cert.clone()).is_err() {
+            continue;
+        }
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in STANDARD.encode(cert.as_ref()).as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    pem
 }

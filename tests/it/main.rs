@@ -27,3 +27,4 @@ mod retries;
 mod secrets;
 mod sink;
 mod test_route;
+mod tls;

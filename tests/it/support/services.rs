@@ -27,6 +27,8 @@ pub struct PrivateBroker {
     home: PathBuf,
     pub node: String,
     port: u16,
+    /// `rabbitmq.conf`, when the node has one.
+    conf: Option<PathBuf>,
     dist_port: u16,
     script: Option<Child>,
 }
@@ -39,12 +41,27 @@ impl PrivateBroker {
         Self::start_in(None).await
     }
 
+    /// A node with `conf` as its `rabbitmq.conf` (e.g. a TLS listener).
+    pub async fn start_with_config(conf: &str) -> Self {
+        let mut broker = Self::unstarted(None);
+        std::fs::write(broker.dir.path().join("rabbitmq.conf"), conf).expect("rabbitmq.conf");
+        broker.conf = Some(broker.dir.path().join("rabbitmq.conf"));
+        broker.boot().await;
+        broker
+    }
+
     /// A node whose Erlang cookie is in `home` (shared by a cluster's nodes),
     /// or in a home of its own.
     async fn start_in(home: Option<PathBuf>) -> Self {
+        let mut broker = Self::unstarted(home);
+        broker.boot().await;
+        broker
+    }
+
+    fn unstarted(home: Option<PathBuf>) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::write(dir.path().join("enabled_plugins"), "[].").expect("plugins file");
-        let mut broker = Self {
+        Self {
             home: home.unwrap_or_else(|| dir.path().to_owned()),
             node: format!(
                 "herald-chaos-{}-{}@localhost",
@@ -53,11 +70,10 @@ impl PrivateBroker {
             ),
             port: free_port(),
             dist_port: free_port(),
+            conf: None,
             dir,
             script: None,
-        };
-        broker.boot().await;
-        broker
+        }
     }
 
     /// The URL herald and the test's publishers use: a 2 s heartbeat, so a hung
@@ -82,7 +98,10 @@ impl PrivateBroker {
                 "RABBITMQ_ENABLED_PLUGINS_FILE",
                 path.join("enabled_plugins"),
             )
-            .env("RABBITMQ_CONFIG_FILE", path.join("none"))
+            .env(
+                "RABBITMQ_CONFIG_FILE",
+                self.conf.clone().unwrap_or_else(|| path.join("none")),
+            )
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))
             .spawn()
