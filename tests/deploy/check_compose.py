@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
+from report import Report
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "deploy/compose"
 COMPOSE = COMPOSE_DIR / "compose.yaml"
@@ -40,20 +42,6 @@ PROMETHEUS = ROOT / "deploy/prometheus/prometheus.yml"
 DASHBOARD = ROOT / "dashboards/herald.json"
 ROLES = ("api", "worker", "all")
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?]([^}]*))?\}")
-
-
-class Report:
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def check(self, condition: bool, path: Path, what: str, problem: str) -> bool:
-        where = path.relative_to(ROOT)
-        if condition:
-            print(f"ok    {where}: {what}")
-        else:
-            self.failures.append(f"{where}: {problem}")
-            print(f"FAIL  {where}: {problem}")
-        return condition
 
 
 def interpolate(value: object) -> str:
@@ -599,11 +587,7 @@ def main() -> int:
     check_demo(report, services, serving)
     check_prometheus(report, services, serving)
     check_grafana(report, services)
-    if report.failures:
-        print(f"check_compose: {len(report.failures)} problem(s)", file=sys.stderr)
-        return 1
-    print("check_compose: all good")
-    return 0
+    return report.finish("check_compose")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from dockerfile_parse import DockerfileParser
 
+from report import Report
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -32,26 +34,6 @@ SECRET_VALUE = re.compile(r"whsec_|-----BEGIN|://[^/\s:@]+:[^/\s@]+@")
 # Docker's PATH when the Dockerfile sets none.
 ENV_PATH_DEFAULT = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SECRET_FILE = re.compile(r"(^|/)(\.env[^/]*|id_rsa[^/]*|[^/]*\.(pem|key|p12|pfx))$")
-
-
-class Report:
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def ok(self, what: str) -> None:
-        print(f"ok    {what}")
-
-    def fail(self, path: Path, problem: str) -> None:
-        line = f"{path.relative_to(ROOT)}: {problem}"
-        self.failures.append(line)
-        print(f"FAIL  {line}")
-
-    def check(self, condition: bool, path: Path, what: str, problem: str) -> bool:
-        if condition:
-            self.ok(f"{path.relative_to(ROOT)}: {what}")
-        else:
-            self.fail(path, problem)
-        return condition
 
 
 @dataclass
@@ -451,11 +433,7 @@ def main() -> int:
         check_final(report, final, parser)
         check_secrets(report, stages)
     check_dockerignore(report, ignore)
-    if report.failures:
-        print(f"check_container: {len(report.failures)} problem(s)", file=sys.stderr)
-        return 1
-    print("check_container: all good")
-    return 0
+    return report.finish("check_container")
 
 
 if __name__ == "__main__":

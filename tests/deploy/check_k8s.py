@@ -42,6 +42,8 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import yaml
 
+from report import Report
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 CONFIG = ROOT / "config" / "herald.toml"
@@ -109,30 +111,6 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
 
 # --- reporting --------------------------------------------------------------
-
-
-class Report:
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-        self.failures: list[str] = []
-
-    def ok(self, message: str) -> None:
-        if not self.quiet:
-            print(f"ok   {message}")
-
-    def fail(self, where: str, message: str) -> None:
-        line = f"{where}: {message}"
-        self.failures.append(line)
-        if not self.quiet:
-            print(f"FAIL {line}")
-
-    def check(self, condition: bool, where: str, message: str, problem: str) -> bool:
-        """`message` says what holds; `problem` what is wrong when it does not."""
-        if condition:
-            self.ok(f"{where}: {message}")
-        else:
-            self.fail(where, problem)
-        return condition
 
 
 def rel(path: Path) -> str:
@@ -1351,13 +1329,7 @@ def main() -> int:
                 print(
                     f"skip {rendered.name} broken on purpose: only a render that passes can show each break is caught"
                 )
-    if report.failures:
-        print(f"\ncheck_k8s: {len(report.failures)} problem(s):", file=sys.stderr)
-        for line in report.failures:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    print("check_k8s: the Kubernetes manifests are valid and agree with herald")
-    return 0
+    return report.finish("check_k8s", "the Kubernetes manifests are valid and agree with herald")
 
 
 if __name__ == "__main__":

@@ -76,26 +76,24 @@ async fn herald_talks_mutual_tls_to_rabbitmq_and_redis_and_refuses_a_wrong_ca() 
 
     // A CA that did not sign the servers' certificates.
     let wrong = tls("other-ca.pem");
-    let refused = run(herald_command(&prefix)
-        .envs(wrong.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .args(["publish", "--type", "tls.test"]));
-    assert!(!refused.status.success());
-    assert!(
-        text(&refused).contains("UnknownIssuer"),
-        "not a certificate error: {}",
-        text(&refused)
-    );
-    println!("tls: RabbitMQ with a wrong CA: {}", text(&refused).trim());
-    let refused = run(herald_command(&prefix)
-        .envs(wrong.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .args(["subscriptions", "list"]));
-    assert!(!refused.status.success());
-    assert!(
-        text(&refused).contains("UnknownIssuer"),
-        "not a certificate error: {}",
-        text(&refused)
-    );
-    println!("tls: Redis with a wrong CA: {}", text(&refused).trim());
+    let wrong: Vec<(&str, &str)> = wrong
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    for (server, args) in [
+        ("RabbitMQ", &["publish", "--type", "tls.test"][..]),
+        ("Redis", &["subscriptions", "list"][..]),
+    ] {
+        let refused = run(herald_command(&prefix)
+            .envs(wrong.iter().copied())
+            .args(args));
+        assert!(
+            !refused.status.success() && text(&refused).contains("UnknownIssuer"),
+            "{server} with a wrong CA: not a certificate error: {}",
+            text(&refused)
+        );
+        println!("tls: {server} with a wrong CA: {}", text(&refused).trim());
+    }
 
     // No client certificate: both servers require one.
     let anonymous = run(herald_command(&prefix)
