@@ -12,11 +12,21 @@
 #   - outcome events: the one-subscription run again with outcomes.enabled and a
 #     consumer reading them, against the same run without, back to back;
 #   - start-up time, peak RSS, RSS with 1,000 deliveries in flight, and the cost
-#     of matching one event against 10,000 subscriptions.
+#     of matching one event against 10,000 subscriptions;
+#   - scale-out: one `serve --role api` and 1, 2, 3 `serve --role worker`
+#     processes on the same prefixes under the one-subscription load, workers
+#     joining and leaving during the runs: deliveries/s against one worker,
+#     duplicates, missing, and broker / workers CPU per 1,000 deliveries.
 # Prints a table and writes target/bench/results.json.
 #
 #   scripts/bench.sh [EVENTS]        (default 30000 1 KiB persistent events)
 #
+# BENCH_ONLY names the phases to run (space- or comma-separated; default all,
+# always in this order): ceiling receiver herald latency isolation outcomes
+# retry footprint matching scaleout. The table and results.json then hold only
+# theirs. latency, isolation and retry load herald at a fraction of the herald
+# phase's rate, so they bring that phase along. `BENCH_ONLY=scaleout` runs the
+# scale-out proof alone.
 # BENCH_LATENCY_SECS (default 20) sets how long each latency run publishes;
 # BENCH_HERALD (default target/release/herald) names the herald binary to
 # measure, so an earlier build can be compared with this one on the same day.
@@ -43,8 +53,25 @@ RETRY_INITIAL=100ms RETRY_MULTIPLIER=2 RETRY_MAX_DELAY=1s
 IN_FLIGHT=1000 HOLD=3s
 # The small worker of the isolation figure: a slow endpoint must not take it either.
 SMALL_CONCURRENCY=16
+# Scale-out: how far into a run (seconds after the first publish) the last worker joins.
+SCALE_JOIN_AFTER=1
 OUT=target/bench
 mkdir -p "$OUT"
+
+PHASES=(ceiling receiver herald latency isolation outcomes retry footprint matching scaleout)
+SELECTED=" ${BENCH_ONLY:-${PHASES[*]}} "
+SELECTED=${SELECTED//,/ }
+for name in $SELECTED; do
+    if [[ " ${PHASES[*]} " != *" $name "* ]]; then
+        echo "BENCH_ONLY: no phase \"$name\" (phases: ${PHASES[*]})" >&2
+        exit 2
+    fi
+done
+# These set their load from herald_1, the herald phase's one-subscription rate.
+for name in latency isolation retry; do
+    if [[ $SELECTED == *" $name "* ]]; then SELECTED+="herald "; fi
+done
+selected() { [[ $SELECTED == *" $1 "* ]]; }
 
 ensure_services
 cargo build --release --locked --bins --examples
@@ -80,20 +107,27 @@ measure() {
 # field KEY: the value of KEY in RESULT.
 field() { tr ' ' '\n' <<<"$RESULT" | sed -n "s/^$1=//p"; }
 
+# wait_ready PID PORT LOG: until herald PID answers /readyz on PORT; if it
+# exits first, shows its LOG and ends the bench.
+wait_ready() {
+    until curl -fsS "http://127.0.0.1:$2/readyz" >/dev/null 2>&1; do
+        kill -0 "$1" 2>/dev/null || { cat "$3"; exit 1; }
+        sleep 0.02
+    done
+}
+
 # herald runs in the background by PID; a phase that needs other settings
-# restarts it: `start_herald PHASE [VAR=value ...]` (log in $OUT/herald-PHASE.log).
-# Only that PID is ever stopped.
+# restarts it: `start_herald PHASE [VAR=value ...]` (log in $OUT/herald-PHASE.log)
+# stops the one running, if any, first. Only that PID is ever stopped.
 HERALD_PID=
 start_herald() {
     local log=$OUT/herald-$1.log
     shift
+    stop_herald
     # `env` execs herald, so $! is herald's own PID (the one /proc is read for).
     env "$@" "$HERALD" serve >"$log" 2>&1 &
     HERALD_PID=$!
-    until curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do
-        kill -0 "$HERALD_PID" 2>/dev/null || { cat "$log"; exit 1; }
-        sleep 0.02
-    done
+    wait_ready "$HERALD_PID" "$PORT" "$log"
 }
 stop_herald() {
     [[ -n $HERALD_PID ]] || return 0
@@ -101,7 +135,31 @@ stop_herald() {
     wait "$HERALD_PID" 2>/dev/null || true
     HERALD_PID=
 }
-trap stop_herald EXIT
+
+# The scale-out phase's processes (an API and workers), by PID: `spawn LOG PORT
+# ROLE` starts `serve --role ROLE` with api.listen on PORT, waits for its
+# /readyz and sets SPAWNED. A PID leaves LIVE once reaped, so that a reused PID
+# is never signalled.
+declare -A LIVE=()
+SPAWNED=
+spawn() {
+    env HERALD__API__LISTEN="127.0.0.1:$2" "$HERALD" serve --role "$3" >"$1" 2>&1 &
+    SPAWNED=$!
+    LIVE[$SPAWNED]=1
+    wait_ready "$SPAWNED" "$2" "$1"
+}
+# stop_pid PID: SIGTERM to a process `spawn` started, and wait until it is gone.
+stop_pid() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    unset 'LIVE[$1]'
+}
+stop_all() {
+    stop_herald
+    local pid
+    for pid in "${!LIVE[@]}"; do stop_pid "$pid"; done
+}
+trap stop_all EXIT
 
 # Empties every herald-bench queue holding messages (bench data only). A busy
 # broker may leave queues out of one listing, so it lists again until none is
@@ -133,46 +191,53 @@ cpu_per_k() {
     awk -v b=$((b1 - b0)) -v h=$((h1 - h0)) -v n="$1" 'BEGIN {printf "%.0f / %.0f", b * 1000 / n, h * 1000 / n}'
 }
 
-# What an aborted run left behind must not be delivered during this one.
-purge_bench_queues
+phase_ceiling() {
+    echo "== ceiling: consume -> POST -> ack on a $QUEUE_TYPE queue, $EVENTS events"
+    cpu_start
+    measure --ceiling "$QUEUE_TYPE" --events "$EVENTS"
+    ceiling=$(field per_s)
+    cpu_ceiling=$(cpu_per_k "$EVENTS")
+}
 
-echo "== ceiling: consume -> POST -> ack on a $QUEUE_TYPE queue, $EVENTS events"
-cpu_start
-measure --ceiling "$QUEUE_TYPE" --events "$EVENTS"
-ceiling=$(field per_s)
-cpu_ceiling=$(cpu_per_k "$EVENTS")
+phase_receiver() {
+    echo "== receiver alone: $EVENTS POSTs, 128 at a time (herald's worker.concurrency)"
+    measure --mode direct --events "$EVENTS" --concurrency 128
+    receiver=$(field per_s)
+}
 
-echo "== receiver alone: $EVENTS POSTs, 128 at a time (herald's worker.concurrency)"
-measure --mode direct --events "$EVENTS" --concurrency 128
-receiver=$(field per_s)
+# Leaves herald running for latency and isolation.
+phase_herald() {
+    echo "== herald serve"
+    local started
+    started=$(date +%s%N)
+    start_herald main HERALD__DELIVERY__TIMEOUT=$DELIVERY_TIMEOUT \
+        HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$SUBSCRIPTION_CAP
+    ready_ms=$((($(date +%s%N) - started) / 1000000))
 
-echo "== herald serve"
-started=$(date +%s%N)
-start_herald main HERALD__DELIVERY__TIMEOUT=$DELIVERY_TIMEOUT \
-    HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$SUBSCRIPTION_CAP
-ready_ms=$((($(date +%s%N) - started) / 1000000))
+    echo "== herald: $EVENTS events, one subscription each"
+    cpu_start
+    measure --events "$EVENTS"
+    herald_1=$(field per_s)
+    cpu_herald_1=$(cpu_per_k "$EVENTS")
+    echo "== herald: $FANOUT_EVENTS events, ten subscriptions each"
+    measure --events "$FANOUT_EVENTS" --fanout 10
+    herald_10=$(field per_s)
+    handoffs=$(curl -fsS "http://127.0.0.1:$PORT/metrics" | awk '/^herald_fanout_handoffs_total/ {s += $2} END {print s + 0}')
+    rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$HERALD_PID/status")
+}
 
-echo "== herald: $EVENTS events, one subscription each"
-cpu_start
-measure --events "$EVENTS"
-herald_1=$(field per_s)
-cpu_herald_1=$(cpu_per_k "$EVENTS")
-echo "== herald: $FANOUT_EVENTS events, ten subscriptions each"
-measure --events "$FANOUT_EVENTS" --fanout 10
-herald_10=$(field per_s)
-handoffs=$(curl -fsS "http://127.0.0.1:$PORT/metrics" | awk '/^herald_fanout_handoffs_total/ {s += $2} END {print s + 0}')
-rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$HERALD_PID/status")
-
-# Half the rate herald just sustained: a load it should carry with room to spare.
-latency_rate=$((herald_1 / 2))
-echo "== latency: $latency_rate events/s for ${LATENCY_SECS}s, one subscription"
-measure --mode latency --rate "$latency_rate" --duration "${LATENCY_SECS}s"
-lat_achieved=$(field achieved) lat_p50=$(field p50_ms) lat_p95=$(field p95_ms)
-lat_p99=$(field p99_ms) lat_max=$(field max_ms) lat_missing=$(field missing)
-# The same schedule through the bare loop: what the broker and machine allow.
-echo "== latency, ceiling loop: $latency_rate events/s for ${LATENCY_SECS}s"
-measure --mode latency --ceiling "$QUEUE_TYPE" --rate "$latency_rate" --duration "${LATENCY_SECS}s"
-cl_p50=$(field p50_ms) cl_p95=$(field p95_ms) cl_p99=$(field p99_ms) cl_max=$(field max_ms)
+phase_latency() {
+    # Half the rate herald just sustained: a load it should carry with room to spare.
+    latency_rate=$((herald_1 / 2))
+    echo "== latency: $latency_rate events/s for ${LATENCY_SECS}s, one subscription"
+    measure --mode latency --rate "$latency_rate" --duration "${LATENCY_SECS}s"
+    lat_achieved=$(field achieved) lat_p50=$(field p50_ms) lat_p95=$(field p95_ms)
+    lat_p99=$(field p99_ms) lat_max=$(field max_ms) lat_missing=$(field missing)
+    # The same schedule through the bare loop: what the broker and machine allow.
+    echo "== latency, ceiling loop: $latency_rate events/s for ${LATENCY_SECS}s"
+    measure --mode latency --ceiling "$QUEUE_TYPE" --rate "$latency_rate" --duration "${LATENCY_SECS}s"
+    cl_p50=$(field p50_ms) cl_p95=$(field p95_ms) cl_p99=$(field p99_ms) cl_max=$(field max_ms)
+}
 
 # Isolation. Every event also goes to the slow subscription, whose tasks herald
 # must keep durably (parked in delay queues) until it can take them: two broker
@@ -182,7 +247,6 @@ cl_p50=$(field p50_ms) cl_p95=$(field p95_ms) cl_p99=$(field p99_ms) cl_max=$(fi
 # ISO_MISSING and ISO_SLOW for the herald running now; then herald stops and the
 # slow subscription's backlog (parked until places free up: hours at this rate)
 # is purged, so that it cannot disturb what comes next.
-iso_rate=$((herald_1 / 4))
 isolation() {
     echo "== isolation ($1), solo: $iso_rate events/s for ${LATENCY_SECS}s, one subscription"
     measure --mode latency --rate "$iso_rate" --duration "${LATENCY_SECS}s"
@@ -194,106 +258,326 @@ isolation() {
     stop_herald
     purge_bench_queues
 }
-isolation "worker.concurrency default"
-iso_p99=$ISO_P99 iso_solo_p99=$ISO_SOLO_P99 iso_ratio=$ISO_RATIO iso_missing=$ISO_MISSING iso_slow=$ISO_SLOW
-start_herald isolation-16 HERALD__WORKER__CONCURRENCY=$SMALL_CONCURRENCY \
-    HERALD__DELIVERY__TIMEOUT=$DELIVERY_TIMEOUT HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$SUBSCRIPTION_CAP
-isolation "worker.concurrency $SMALL_CONCURRENCY"
-iso16_p99=$ISO_P99 iso16_solo_p99=$ISO_SOLO_P99 iso16_ratio=$ISO_RATIO iso16_missing=$ISO_MISSING iso16_slow=$ISO_SLOW
+# The first run uses the herald the herald phase started.
+phase_isolation() {
+    iso_rate=$((herald_1 / 4))
+    isolation "worker.concurrency default"
+    iso_p99=$ISO_P99 iso_solo_p99=$ISO_SOLO_P99 iso_ratio=$ISO_RATIO iso_missing=$ISO_MISSING iso_slow=$ISO_SLOW
+    start_herald isolation-16 HERALD__WORKER__CONCURRENCY=$SMALL_CONCURRENCY \
+        HERALD__DELIVERY__TIMEOUT=$DELIVERY_TIMEOUT HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$SUBSCRIPTION_CAP
+    isolation "worker.concurrency $SMALL_CONCURRENCY"
+    iso16_p99=$ISO_P99 iso16_solo_p99=$ISO_SOLO_P99 iso16_ratio=$ISO_RATIO iso16_missing=$ISO_MISSING iso16_slow=$ISO_SLOW
+}
 
 # Outcome events at full load: the same one-subscription run without and with
 # them, back to back, so the two see the same machine.
-echo "== outcome events: $EVENTS events, one subscription, outcomes off"
-start_herald outcomes-off
-cpu_start
-measure --events "$EVENTS"
-outcomes_off=$(field per_s)
-cpu_outcomes_off=$(cpu_per_k "$EVENTS")
-stop_herald
-echo "== outcome events: the same with outcomes.enabled and a consumer reading them"
-start_herald outcomes-on HERALD__OUTCOMES__ENABLED=true
-cpu_start
-measure --events "$EVENTS" --outcomes
-outcomes_on=$(field per_s) outcomes_read=$(field outcomes)
-cpu_outcomes_on=$(cpu_per_k "$EVENTS")
-outcomes_dropped=$(curl -fsS "http://127.0.0.1:$PORT/metrics" |
-    awk '/^herald_outcome_events_total\{result="(dropped|failed)"\}/ {s += $2} END {print s + 0}')
-outcomes_percent=$((100 * outcomes_on / outcomes_off))
-stop_herald
+phase_outcomes() {
+    echo "== outcome events: $EVENTS events, one subscription, outcomes off"
+    start_herald outcomes-off
+    cpu_start
+    measure --events "$EVENTS"
+    outcomes_off=$(field per_s)
+    cpu_outcomes_off=$(cpu_per_k "$EVENTS")
+    echo "== outcome events: the same with outcomes.enabled and a consumer reading them"
+    start_herald outcomes-on HERALD__OUTCOMES__ENABLED=true
+    cpu_start
+    measure --events "$EVENTS" --outcomes
+    outcomes_on=$(field per_s) outcomes_read=$(field outcomes)
+    cpu_outcomes_on=$(cpu_per_k "$EVENTS")
+    outcomes_dropped=$(curl -fsS "http://127.0.0.1:$PORT/metrics" |
+        awk '/^herald_outcome_events_total\{result="(dropped|failed)"\}/ {s += $2} END {print s + 0}')
+    outcomes_percent=$((100 * outcomes_on / outcomes_off))
+    stop_herald
+}
 
-echo "== retry storm: $EVENTS events, every first attempt answered 500"
-# Another schedule adds its delay queues (named by TTL) under the same prefix.
-start_herald retry HERALD__DELIVERY__RETRY_INITIAL=$RETRY_INITIAL \
-    HERALD__DELIVERY__RETRY_MULTIPLIER=$RETRY_MULTIPLIER HERALD__DELIVERY__RETRY_MAX_DELAY=$RETRY_MAX_DELAY
-cpu_start
-measure --events "$EVENTS" --fail-first
-storm=$(field per_s)
-cpu_storm=$(cpu_per_k "$EVENTS")
-storm_percent=$((100 * storm / herald_1))
+phase_retry() {
+    echo "== retry storm: $EVENTS events, every first attempt answered 500"
+    # Another schedule adds its delay queues (named by TTL) under the same prefix.
+    start_herald retry HERALD__DELIVERY__RETRY_INITIAL=$RETRY_INITIAL \
+        HERALD__DELIVERY__RETRY_MULTIPLIER=$RETRY_MULTIPLIER HERALD__DELIVERY__RETRY_MAX_DELAY=$RETRY_MAX_DELAY
+    cpu_start
+    measure --events "$EVENTS" --fail-first
+    storm=$(field per_s)
+    cpu_storm=$(cpu_per_k "$EVENTS")
+    storm_percent=$((100 * storm / herald_1))
+    stop_herald
+}
 
-echo "== footprint: $IN_FLIGHT deliveries held $HOLD at the receiver"
-stop_herald
-# Room for every delivery at once. The receiver is slow, so isolation binds: one
-# subscription holds at most a quarter of the slots and all slow ones together
-# half. Four subscriptions, and twice the slots, hold them all.
-start_herald footprint HERALD__WORKER__CONCURRENCY=$((2 * IN_FLIGHT)) HERALD__AMQP__PREFETCH=$IN_FLIGHT \
-    HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$IN_FLIGHT
-measure --mode footprint --events $((IN_FLIGHT / 4)) --fanout 4 --hold "$HOLD" --pid "$HERALD_PID"
-fp_rss_kib=$(field rss_kib) fp_open=$(field receiver_open) fp_herald=$(field herald_in_flight)
-stop_herald
+phase_footprint() {
+    echo "== footprint: $IN_FLIGHT deliveries held $HOLD at the receiver"
+    # Room for every delivery at once. The receiver is slow, so isolation binds: one
+    # subscription holds at most a quarter of the slots and all slow ones together
+    # half. Four subscriptions, and twice the slots, hold them all.
+    start_herald footprint HERALD__WORKER__CONCURRENCY=$((2 * IN_FLIGHT)) HERALD__AMQP__PREFETCH=$IN_FLIGHT \
+        HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$IN_FLIGHT
+    measure --mode footprint --events $((IN_FLIGHT / 4)) --fanout 4 --hold "$HOLD" --pid "$HERALD_PID"
+    fp_rss_kib=$(field rss_kib) fp_open=$(field receiver_open) fp_herald=$(field herald_in_flight)
+    stop_herald
+}
 
-echo "== matching: one event against 10,000 subscriptions"
-matching=$(target/release/examples/matchbench 10000)
-echo "$matching"
-match_median=$(sed -n 's/.*median \([0-9.]*\) us.*/\1/p' <<<"$matching")
-match_p99=$(sed -n 's/.*p99 \([0-9.]*\) us.*/\1/p' <<<"$matching")
+phase_matching() {
+    echo "== matching: one event against 10,000 subscriptions"
+    local matching
+    matching=$(target/release/examples/matchbench 10000)
+    echo "$matching"
+    match_median=$(sed -n 's/.*median \([0-9.]*\) us.*/\1/p' <<<"$matching")
+    match_p99=$(sed -n 's/.*p99 \([0-9.]*\) us.*/\1/p' <<<"$matching")
+}
 
-percent=$((100 * herald_1 / ceiling))
-cat <<TABLE
+# Scale-out. One `--role api` on $PORT (loadgen creates its subscription there)
+# and `--role worker` processes, all on the same prefixes, the one-subscription
+# load of the herald phase, run with at most 1, 2 and 3 workers. A run for N
+# starts with N - 1 workers (1 for N = 1); the Nth joins SCALE_JOIN_AFTER (1 s)
+# after the first publish; at N = 3 the first worker gets SIGTERM once half the
+# events have arrived (it drains its in-flight deliveries, and what it had not
+# started goes back to the queue for the others). loadgen counts each event's
+# arrivals: duplicates, and missing if deliveries stall. Worker slot i serves
+# /readyz and /metrics on PORT + i.
+SO_PER_S=() SO_RATIO=() SO_DELIVERIES=() SO_DUP=() SO_MISSING=() SO_CPU_BROKER=() SO_CPU_WORKERS=() SO_SCHEDULE=()
+WORKER_PID=() WORKER_CPU0=()
+WORKERS_CPU_MS=0
 
-| measure                                   | value        | target        |
-|-------------------------------------------|--------------|---------------|
-| ceiling ($QUEUE_TYPE), deliveries/s        | $ceiling |               |
-| receiver alone (POSTs, 128 at a time), requests/s | $receiver | well above every rate here |
-| herald, 1 subscription, deliveries/s      | $herald_1 ($percent %) | >= 85 % of ceiling |
-| herald, 10 subscriptions, deliveries/s    | $herald_10 |               |
-| first attempts handed to <p>.deliveries   | $handoffs |               |
-| latency at $latency_rate/s (achieved $lat_achieved/s) for ${LATENCY_SECS}s, p50 / p95 / p99 / max | $lat_p50 / $lat_p95 / $lat_p99 / $lat_max ms ($lat_missing missing) | p99 <= 25 ms |
-| the ceiling loop at the same rate, p50 / p95 / p99 / max | $cl_p50 / $cl_p95 / $cl_p99 / $cl_max ms | |
-| isolation at $iso_rate/s: healthy p99 with every event also to a $SLOW_REPLY receiver (timeout $DELIVERY_TIMEOUT, cap $SUBSCRIPTION_CAP) / solo p99 | $iso_p99 / $iso_solo_p99 ms = $iso_ratio ($iso_missing missing; the slow receiver answered $iso_slow) | <= 1.5 |
-| the same at worker.concurrency $SMALL_CONCURRENCY | $iso16_p99 / $iso16_solo_p99 ms = $iso16_ratio ($iso16_missing missing; the slow receiver answered $iso16_slow) | <= 1.5 |
-| outcome events: 1 subscription with / without, deliveries/s | $outcomes_on / $outcomes_off ($outcomes_percent %; read $outcomes_read, dropped or failed $outcomes_dropped) | >= 85 % |
-| CPU ms per 1,000 deliveries, broker / herald: outcomes off; on | $cpu_outcomes_off; $cpu_outcomes_on | |
-| retry storm (first attempts 500; retry $RETRY_INITIAL x$RETRY_MULTIPLIER <= $RETRY_MAX_DELAY), successful deliveries/s | $storm ($storm_percent % of 1 subscription) | >= 45 % |
-| CPU ms per 1,000 deliveries, broker / herald: ceiling; herald 1 subscription; retry storm | $cpu_ceiling; $cpu_herald_1; $cpu_storm | |
-| start to /readyz 200                      | ${ready_ms} ms | <= 1000 ms    |
-| herald peak RSS                           | $((rss_kib / 1024)) MiB | <= 64 MiB |
-| herald RSS, $IN_FLIGHT deliveries in flight (held $HOLD) | $((fp_rss_kib / 1024)) MiB (in flight: herald $fp_herald, receiver $fp_open) | <= 64 MiB |
-| matching, 10,000 subscriptions, median/p99 | $match_median / $match_p99 us | <= 50 us median |
-TABLE
+# start_worker RUN SLOT: a worker in SLOT, its CPU counted from now (or from
+# the first publish, if it starts before).
+start_worker() {
+    spawn "$OUT/herald-scaleout-$1-worker-$2.log" $((PORT + $2)) worker
+    WORKER_PID[$2]=$SPAWNED
+    WORKER_CPU0[$2]=$(cpu_ms "$SPAWNED")
+}
+# leave SLOT: SIGTERM to the worker in SLOT mid-run, and the CPU it used,
+# draining included, added to WORKERS_CPU_MS. /proc/<pid> goes with the
+# process, so its CPU is read until then and the last reading stands (at most
+# 20 ms short).
+leave() {
+    local pid=${WORKER_PID[$1]} last=0 now
+    kill "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do
+        now=$(cpu_ms "$pid")
+        if ((now > last)); then last=$now; fi
+        sleep 0.02
+    done
+    stop_pid "$pid"
+    unset 'WORKER_PID[$1]'
+    WORKERS_CPU_MS=$((WORKERS_CPU_MS + last - WORKER_CPU0[$1]))
+}
+# wait_for FILE PATTERN PID: until a line of FILE matches PATTERN; false if
+# PID (the loadgen writing FILE) ends without printing one.
+wait_for() {
+    until grep -q "$2" "$1"; do
+        kill -0 "$3" 2>/dev/null || { grep -q "$2" "$1"; return; }
+        sleep 0.02
+    done
+}
+# delivering FILE PID: loadgen PID still waits for events to arrive. A short
+# run (a small EVENTS) may be over before a worker joins or leaves.
+delivering() { kill -0 "$2" 2>/dev/null && ! grep -q '^progress: all arrived' "$1"; }
+# seconds_since NS: seconds from NS (date +%s%N) to now, one decimal.
+seconds_since() { awk -v t0="$1" -v t1="$(date +%s%N)" 'BEGIN {printf "%.1f", (t1 - t0) / 1e9}'; }
 
-cat >"$OUT/results.json" <<JSON
-{"queue_type": "$QUEUE_TYPE", "events": $EVENTS,
- "ceiling_per_s": $ceiling, "receiver_per_s": $receiver,
- "herald_1_per_s": $herald_1, "herald_percent_of_ceiling": $percent,
- "herald_10_per_s": $herald_10, "fanout_handoffs": $handoffs,
- "latency": {"rate_per_s": $latency_rate, "achieved_per_s": $lat_achieved, "seconds": $LATENCY_SECS,
-  "p50_ms": $lat_p50, "p95_ms": $lat_p95, "p99_ms": $lat_p99, "max_ms": $lat_max, "missing": $lat_missing,
-  "ceiling_p50_ms": $cl_p50, "ceiling_p95_ms": $cl_p95, "ceiling_p99_ms": $cl_p99, "ceiling_max_ms": $cl_max},
- "isolation": {"rate_per_s": $iso_rate, "slow_reply": "$SLOW_REPLY", "healthy_p99_ms": $iso_p99, "solo_p99_ms": $iso_solo_p99,
-  "ratio": $iso_ratio, "missing": $iso_missing, "slow_answered": $iso_slow,
-  "delivery_timeout": "$DELIVERY_TIMEOUT", "max_in_flight_per_subscription": $SUBSCRIPTION_CAP,
-  "small_worker": {"concurrency": $SMALL_CONCURRENCY, "healthy_p99_ms": $iso16_p99, "solo_p99_ms": $iso16_solo_p99,
-   "ratio": $iso16_ratio, "missing": $iso16_missing, "slow_answered": $iso16_slow}},
- "outcomes": {"on_per_s": $outcomes_on, "off_per_s": $outcomes_off, "percent": $outcomes_percent,
-  "read": $outcomes_read, "dropped_or_failed": $outcomes_dropped,
-  "cpu_ms_per_1000_broker_slash_herald_off": "$cpu_outcomes_off", "cpu_ms_per_1000_broker_slash_herald_on": "$cpu_outcomes_on"},
- "retry_storm": {"per_s": $storm, "percent_of_herald_1": $storm_percent,
-  "retry_initial": "$RETRY_INITIAL", "retry_multiplier": $RETRY_MULTIPLIER, "retry_max_delay": "$RETRY_MAX_DELAY"},
- "cpu_ms_per_1000_broker_slash_herald": {"ceiling": "$cpu_ceiling", "herald_1": "$cpu_herald_1", "retry_storm": "$cpu_storm"},
- "ready_ms": $ready_ms, "peak_rss_kib": $rss_kib,
- "in_flight": {"deliveries": $IN_FLIGHT, "hold": "$HOLD", "rss_kib": $fp_rss_kib,
-  "herald_in_flight": $fp_herald, "receiver_open": $fp_open},
- "matching_median_us": $match_median, "matching_p99_us": $match_p99}
-JSON
+# scaleout_run N: the run with at most N workers; sets SO_*[N]. CPU is counted
+# from the first publish until every event has arrived.
+scaleout_run() {
+    local n=$1 first report=$OUT/scaleout-$1.txt slot loadgen_pid t0 broker0 broker_ms schedule deliveries
+    first=$((n > 1 ? n - 1 : 1))
+    WORKER_PID=() WORKER_CPU0=() WORKERS_CPU_MS=0
+    for ((slot = 1; slot <= first; slot++)); do start_worker "$n" "$slot"; done
+    schedule="$first from the start"
+    echo "== scale-out: $EVENTS events, one subscription, up to $n worker(s) and an api"
+    # Made here, so that wait_for never looks before loadgen's redirection has.
+    : >"$report"
+    loadgen --mode scaleout --events "$EVENTS" >"$report" &
+    loadgen_pid=$!
+    wait_for "$report" '^progress: publishing' "$loadgen_pid" || true
+    t0=$(date +%s%N) broker0=$(cpu_ms "${BROKER_PID:-0}")
+    for slot in "${!WORKER_PID[@]}"; do WORKER_CPU0[slot]=$(cpu_ms "${WORKER_PID[$slot]}"); done
+    if ((n > first)); then
+        sleep "$SCALE_JOIN_AFTER"
+        if delivering "$report" "$loadgen_pid"; then
+            start_worker "$n" "$n"
+            schedule+=", worker $n joined at $(seconds_since "$t0") s"
+        fi
+    fi
+    if ((n > 2)) && wait_for "$report" '^progress: half' "$loadgen_pid" && delivering "$report" "$loadgen_pid"; then
+        schedule+=", worker 1 sent SIGTERM at $(seconds_since "$t0") s"
+        leave 1
+    fi
+    wait_for "$report" '^progress: all arrived' "$loadgen_pid" || true
+    broker_ms=$(($(cpu_ms "${BROKER_PID:-0}") - broker0))
+    for slot in "${!WORKER_PID[@]}"; do
+        WORKERS_CPU_MS=$((WORKERS_CPU_MS + $(cpu_ms "${WORKER_PID[$slot]}") - WORKER_CPU0[slot]))
+    done
+    if ! wait "$loadgen_pid"; then
+        cat "$report"
+        echo "loadgen --mode scaleout failed" >&2
+        exit 1
+    fi
+    for slot in "${!WORKER_PID[@]}"; do stop_pid "${WORKER_PID[$slot]}"; done
+    grep -v '^progress:' "$report"
+    echo "  workers: $schedule"
+    RESULT=$(sed -n 's/^result: //p' "$report")
+    SO_PER_S[n]=$(field per_s) SO_DELIVERIES[n]=$(field deliveries)
+    SO_DUP[n]=$(field duplicates) SO_MISSING[n]=$(field missing) SO_SCHEDULE[n]=$schedule
+    deliveries=$((SO_DELIVERIES[n] > 0 ? SO_DELIVERIES[n] : 1))
+    SO_CPU_BROKER[n]=$((broker_ms * 1000 / deliveries)) SO_CPU_WORKERS[n]=$((WORKERS_CPU_MS * 1000 / deliveries))
+    SO_RATIO[n]=$(awk -v a="${SO_PER_S[n]}" -v b="${SO_PER_S[1]}" 'BEGIN {printf "%.2f", a / b}')
+}
+
+phase_scaleout() {
+    # The API port is the api process's now, and a herald left running would be
+    # one more worker.
+    stop_herald
+    purge_bench_queues
+    spawn "$OUT/herald-scaleout-api.log" "$PORT" api
+    local api=$SPAWNED n
+    for n in 1 2 3; do
+        scaleout_run "$n"
+        # Nothing of this run may be delivered in the next.
+        purge_bench_queues
+    done
+    stop_pid "$api"
+}
+
+# What an aborted run left behind must not be delivered during this one.
+purge_bench_queues
+
+RAN=()
+for phase in "${PHASES[@]}"; do
+    if selected "$phase"; then
+        "phase_$phase"
+        RAN+=("$phase")
+    fi
+done
+
+# joined SEP WORD...: the words separated by SEP.
+joined() {
+    local sep=$1 out=$2 word
+    shift 2
+    for word in "$@"; do out+=$sep$word; done
+    echo "$out"
+}
+row() { echo "| $1 | $2 | ${3:-} |"; }
+
+# The rows of the phases that ran, in the usual order. One row compares the CPU
+# of three phases: it names those that ran.
+print_table() {
+    echo
+    echo "| measure                                   | value        | target        |"
+    echo "|-------------------------------------------|--------------|---------------|"
+    if selected ceiling; then row "ceiling ($QUEUE_TYPE), deliveries/s" "$ceiling"; fi
+    if selected receiver; then
+        row "receiver alone (POSTs, 128 at a time), requests/s" "$receiver" "well above every rate here"
+    fi
+    if selected herald; then
+        local of_ceiling=
+        if selected ceiling; then of_ceiling=" ($((100 * herald_1 / ceiling)) %)"; fi
+        row "herald, 1 subscription, deliveries/s" "$herald_1$of_ceiling" ">= 85 % of ceiling"
+        row "herald, 10 subscriptions, deliveries/s" "$herald_10"
+        row "first attempts handed to <p>.deliveries" "$handoffs"
+    fi
+    if selected latency; then
+        row "latency at $latency_rate/s (achieved $lat_achieved/s) for ${LATENCY_SECS}s, p50 / p95 / p99 / max" \
+            "$lat_p50 / $lat_p95 / $lat_p99 / $lat_max ms ($lat_missing missing)" "p99 <= 25 ms"
+        row "the ceiling loop at the same rate, p50 / p95 / p99 / max" "$cl_p50 / $cl_p95 / $cl_p99 / $cl_max ms"
+    fi
+    if selected isolation; then
+        row "isolation at $iso_rate/s: healthy p99 with every event also to a $SLOW_REPLY receiver (timeout $DELIVERY_TIMEOUT, cap $SUBSCRIPTION_CAP) / solo p99" \
+            "$iso_p99 / $iso_solo_p99 ms = $iso_ratio ($iso_missing missing; the slow receiver answered $iso_slow)" "<= 1.5"
+        row "the same at worker.concurrency $SMALL_CONCURRENCY" \
+            "$iso16_p99 / $iso16_solo_p99 ms = $iso16_ratio ($iso16_missing missing; the slow receiver answered $iso16_slow)" "<= 1.5"
+    fi
+    if selected outcomes; then
+        row "outcome events: 1 subscription with / without, deliveries/s" \
+            "$outcomes_on / $outcomes_off ($outcomes_percent %; read $outcomes_read, dropped or failed $outcomes_dropped)" ">= 85 %"
+        row "CPU ms per 1,000 deliveries, broker / herald: outcomes off; on" "$cpu_outcomes_off; $cpu_outcomes_on"
+    fi
+    if selected retry; then
+        row "retry storm (first attempts 500; retry $RETRY_INITIAL x$RETRY_MULTIPLIER <= $RETRY_MAX_DELAY), successful deliveries/s" \
+            "$storm ($storm_percent % of 1 subscription)" ">= 45 %"
+    fi
+    local names=() values=()
+    if selected ceiling; then names+=(ceiling) values+=("$cpu_ceiling"); fi
+    if selected herald; then names+=("herald 1 subscription") values+=("$cpu_herald_1"); fi
+    if selected retry; then names+=("retry storm") values+=("$cpu_storm"); fi
+    if ((${#names[@]} > 0)); then
+        row "CPU ms per 1,000 deliveries, broker / herald: $(joined "; " "${names[@]}")" "$(joined "; " "${values[@]}")"
+    fi
+    if selected herald; then
+        row "start to /readyz 200" "${ready_ms} ms" "<= 1000 ms"
+        row "herald peak RSS" "$((rss_kib / 1024)) MiB" "<= 64 MiB"
+    fi
+    if selected footprint; then
+        row "herald RSS, $IN_FLIGHT deliveries in flight (held $HOLD)" \
+            "$((fp_rss_kib / 1024)) MiB (in flight: herald $fp_herald, receiver $fp_open)" "<= 64 MiB"
+    fi
+    if selected matching; then
+        row "matching, 10,000 subscriptions, median/p99" "$match_median / $match_p99 us" "<= 50 us median"
+    fi
+    if selected scaleout; then
+        row "scale-out: 1 / 2 / 3 workers (+1 api; the last joins at ${SCALE_JOIN_AFTER} s, at 3 the first gets SIGTERM half-way), deliveries/s (x of 1 worker), duplicates, missing" \
+            "${SO_PER_S[1]} / ${SO_PER_S[2]} (${SO_RATIO[2]}x) / ${SO_PER_S[3]} (${SO_RATIO[3]}x); duplicates ${SO_DUP[1]} / ${SO_DUP[2]} / ${SO_DUP[3]}; missing ${SO_MISSING[1]} / ${SO_MISSING[2]} / ${SO_MISSING[3]}" \
+            "missing 0"
+        row "CPU ms per 1,000 deliveries, broker / workers: 1; 2; 3" \
+            "${SO_CPU_BROKER[1]} / ${SO_CPU_WORKERS[1]}; ${SO_CPU_BROKER[2]} / ${SO_CPU_WORKERS[2]}; ${SO_CPU_BROKER[3]} / ${SO_CPU_WORKERS[3]}"
+    fi
+}
+
+# The figures of the phases that ran, as results.json.
+print_results() {
+    local parts=("\"queue_type\": \"$QUEUE_TYPE\", \"events\": $EVENTS, \"phases\": \"${RAN[*]}\"")
+    if selected ceiling; then parts+=("\"ceiling_per_s\": $ceiling"); fi
+    if selected receiver; then parts+=("\"receiver_per_s\": $receiver"); fi
+    if selected herald; then
+        parts+=("\"herald_1_per_s\": $herald_1")
+        if selected ceiling; then parts+=("\"herald_percent_of_ceiling\": $((100 * herald_1 / ceiling))"); fi
+        parts+=("\"herald_10_per_s\": $herald_10, \"fanout_handoffs\": $handoffs")
+    fi
+    if selected latency; then
+        parts+=("\"latency\": {\"rate_per_s\": $latency_rate, \"achieved_per_s\": $lat_achieved, \"seconds\": $LATENCY_SECS,
+  \"p50_ms\": $lat_p50, \"p95_ms\": $lat_p95, \"p99_ms\": $lat_p99, \"max_ms\": $lat_max, \"missing\": $lat_missing,
+  \"ceiling_p50_ms\": $cl_p50, \"ceiling_p95_ms\": $cl_p95, \"ceiling_p99_ms\": $cl_p99, \"ceiling_max_ms\": $cl_max}")
+    fi
+    if selected isolation; then
+        parts+=("\"isolation\": {\"rate_per_s\": $iso_rate, \"slow_reply\": \"$SLOW_REPLY\", \"healthy_p99_ms\": $iso_p99, \"solo_p99_ms\": $iso_solo_p99,
+  \"ratio\": $iso_ratio, \"missing\": $iso_missing, \"slow_answered\": $iso_slow,
+  \"delivery_timeout\": \"$DELIVERY_TIMEOUT\", \"max_in_flight_per_subscription\": $SUBSCRIPTION_CAP,
+  \"small_worker\": {\"concurrency\": $SMALL_CONCURRENCY, \"healthy_p99_ms\": $iso16_p99, \"solo_p99_ms\": $iso16_solo_p99,
+   \"ratio\": $iso16_ratio, \"missing\": $iso16_missing, \"slow_answered\": $iso16_slow}}")
+    fi
+    if selected outcomes; then
+        parts+=("\"outcomes\": {\"on_per_s\": $outcomes_on, \"off_per_s\": $outcomes_off, \"percent\": $outcomes_percent,
+  \"read\": $outcomes_read, \"dropped_or_failed\": $outcomes_dropped,
+  \"cpu_ms_per_1000_broker_slash_herald_off\": \"$cpu_outcomes_off\", \"cpu_ms_per_1000_broker_slash_herald_on\": \"$cpu_outcomes_on\"}")
+    fi
+    if selected retry; then
+        parts+=("\"retry_storm\": {\"per_s\": $storm, \"percent_of_herald_1\": $storm_percent,
+  \"retry_initial\": \"$RETRY_INITIAL\", \"retry_multiplier\": $RETRY_MULTIPLIER, \"retry_max_delay\": \"$RETRY_MAX_DELAY\"}")
+    fi
+    local cpu=()
+    if selected ceiling; then cpu+=("\"ceiling\": \"$cpu_ceiling\""); fi
+    if selected herald; then cpu+=("\"herald_1\": \"$cpu_herald_1\""); fi
+    if selected retry; then cpu+=("\"retry_storm\": \"$cpu_storm\""); fi
+    if ((${#cpu[@]} > 0)); then
+        parts+=("\"cpu_ms_per_1000_broker_slash_herald\": {$(joined ", " "${cpu[@]}")}")
+    fi
+    if selected herald; then parts+=("\"ready_ms\": $ready_ms, \"peak_rss_kib\": $rss_kib"); fi
+    if selected footprint; then
+        parts+=("\"in_flight\": {\"deliveries\": $IN_FLIGHT, \"hold\": \"$HOLD\", \"rss_kib\": $fp_rss_kib,
+  \"herald_in_flight\": $fp_herald, \"receiver_open\": $fp_open}")
+    fi
+    if selected matching; then parts+=("\"matching_median_us\": $match_median, \"matching_p99_us\": $match_p99"); fi
+    if selected scaleout; then
+        local runs=() n
+        for n in 1 2 3; do
+            runs+=("{\"workers\": $n, \"schedule\": \"${SO_SCHEDULE[n]}\", \"per_s\": ${SO_PER_S[n]}, \"ratio_to_1_worker\": ${SO_RATIO[n]},
+   \"deliveries\": ${SO_DELIVERIES[n]}, \"duplicates\": ${SO_DUP[n]}, \"missing\": ${SO_MISSING[n]},
+   \"cpu_ms_per_1000_broker\": ${SO_CPU_BROKER[n]}, \"cpu_ms_per_1000_workers\": ${SO_CPU_WORKERS[n]}}")
+        done
+        parts+=("\"scaleout\": {\"events\": $EVENTS, \"join_after_s\": $SCALE_JOIN_AFTER, \"runs\": [
+  $(joined $',\n  ' "${runs[@]}")]}")
+    fi
+    echo "{$(joined $',\n ' "${parts[@]}")}"
+}
+
+print_table
+print_results >"$OUT/results.json"
 echo "results: $OUT/results.json"

@@ -17,6 +17,9 @@
 //!   receiver; herald's VmRSS (`--pid`) once they are all in flight.
 //! - `direct`: the receiver's own ceiling: `--events` plain POSTs of an event body
 //!   at `--concurrency`, no broker, no herald.
+//! - `scaleout`: the `throughput` load to one subscription while the bench adds
+//!   and stops workers; deliveries/s, and each event's arrivals counted: the run
+//!   ends when all have arrived, reporting duplicates (and missing on a stall).
 //!
 //! cargo run --release --example loadgen -- --token T [--mode latency --rate 4000]
 
@@ -26,6 +29,7 @@ mod direct;
 mod footprint;
 mod latency;
 mod receiver;
+mod scaleout;
 mod stats;
 mod throughput;
 
@@ -39,6 +43,7 @@ pub enum Mode {
     Latency,
     Footprint,
     Direct,
+    Scaleout,
 }
 
 #[derive(Parser)]
@@ -54,7 +59,7 @@ pub struct Args {
     amqp: String,
     #[arg(long, default_value = "herald")]
     prefix: String,
-    /// Events to publish (throughput, footprint) or POSTs to send (direct).
+    /// Events to publish (throughput, footprint, scaleout) or POSTs to send (direct).
     #[arg(long, default_value_t = 10_000)]
     events: u64,
     /// Bytes of each event's JSON.
@@ -105,5 +110,6 @@ async fn main() -> anyhow::Result<()> {
         Mode::Latency => latency::run(&args).await,
         Mode::Footprint => footprint::run(&args).await,
         Mode::Direct => direct::run(&args).await,
+        Mode::Scaleout => scaleout::run(&args).await,
     }
 }

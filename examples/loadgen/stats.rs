@@ -3,6 +3,7 @@
 //! A slot per event rather than a growing list: the first arrival of an event
 //! wins, so a duplicate (herald delivers at least once) neither counts twice
 //! nor hides a loss, and recording is a lock-free store from any receiver task.
+//! Later arrivals of an event are counted as duplicates.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -21,6 +22,11 @@ pub struct Latencies {
     /// Latency in ns plus one; 0 means "not arrived yet".
     slots: Vec<AtomicU64>,
     arrived: AtomicU64,
+    duplicates: AtomicU64,
+    /// Events published before this record was made: an earlier run's tasks
+    /// still in the queues, not this run's duplicates.
+    strays: AtomicU64,
+    since_ns: u64,
 }
 
 impl Latencies {
@@ -29,12 +35,20 @@ impl Latencies {
         Self {
             slots: (0..events).map(|_| AtomicU64::new(0)).collect(),
             arrived: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            strays: AtomicU64::new(0),
+            since_ns: unix_nanos(),
         }
     }
 
     /// Records event `seq`, published at `sent_ns`, arriving at `arrived_ns`;
-    /// later arrivals of the same event and unknown sequence numbers are ignored.
+    /// a later arrival of the same event only counts as a duplicate, and unknown
+    /// sequence numbers are ignored.
     pub fn record(&self, seq: u64, sent_ns: u64, arrived_ns: u64) {
+        if sent_ns < self.since_ns {
+            self.strays.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Some(slot) = usize::try_from(seq).ok().and_then(|i| self.slots.get(i)) else {
             return;
         };
@@ -44,12 +58,24 @@ impl Latencies {
             .is_ok()
         {
             self.arrived.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Distinct events arrived so far.
     pub fn arrived(&self) -> u64 {
         self.arrived.load(Ordering::Relaxed)
+    }
+
+    /// Arrivals of an event that had arrived before.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Arrivals of events sent before this run began.
+    pub fn strays(&self) -> u64 {
+        self.strays.load(Ordering::Relaxed)
     }
 
     /// Percentiles over the events that arrived; `missing` counts the rest.
@@ -115,10 +141,14 @@ mod tests {
     #[test]
     fn the_first_arrival_counts_and_the_rest_are_missing() {
         let l = Latencies::new(3);
-        l.record(0, 1_000, 3_000_000);
-        l.record(0, 1_000, 9_000_000); // a duplicate: ignored
-        l.record(7, 0, 1); // not published by this run: ignored
+        let sent = l.since_ns + 1_000;
+        l.record(0, sent, sent + 2_999_000);
+        l.record(0, sent, sent + 9_000_000); // a duplicate: counted as one, its latency ignored
+        l.record(7, sent, sent + 1); // not published by this run: ignored
+        l.record(1, l.since_ns - 1, sent); // sent before this run: a stray
         assert_eq!(l.arrived(), 1);
+        assert_eq!(l.duplicates(), 1);
+        assert_eq!(l.strays(), 1);
         let s = l.summary();
         assert_eq!(s.missing, 2);
         assert!((s.max_ms - 2.999).abs() < 1e-9);
