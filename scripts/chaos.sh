@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The fault-injection suite: every scenario of ../shared/RELIABILITY.md that
-# runs here (K1-K4, B1-B6, P1-P2, R1-R3, H1-H9, T1-T2, S1), one at a time, against
-# herald's binary, real RabbitMQ and Redis (a private node of the test's own
-# where the fault would disturb others) and real HTTP receivers. Each scenario
-# prints a LEDGER line; this script collects them into a table at the end.
-# About 15 minutes on 2 cores.
+# runs here (K1-K4, B1-B6, P1-P2, R1-R3, H1-H9, T1-T2, S1), plus S2 (five
+# workers starting at once) and N1 (a node of a three-node RabbitMQ cluster
+# killed under load), one at a time, against herald's binary, real RabbitMQ and
+# Redis (private nodes of the test's own where the fault would disturb others)
+# and real HTTP receivers. Each scenario prints a LEDGER line; this script
+# collects them into a table at the end. About 13 minutes on 2 cores.
 #
 #   scripts/chaos.sh [FILTER]     (a nextest filter, e.g. 'test(/b1/)')
 set -euo pipefail
