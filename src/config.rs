@@ -89,6 +89,9 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Bearer token every /v1/ route requires.
     pub token: SecretString,
+    /// How long `POST /v1/events` remembers an `Idempotency-Key` and its answer.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -368,6 +371,12 @@ impl Config {
             ));
         }
         self.delivery.validate()?;
+        if self.api.idempotency_window < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "api.idempotency_window",
+                "must be at least 1s",
+            ));
+        }
         if self.metrics.queue_refresh < Duration::from_millis(100) {
             return Err(ConfigError::new(
                 "metrics.queue_refresh",

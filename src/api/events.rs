@@ -1,14 +1,25 @@
 //! `POST /v1/events`: one envelope or an array of up to 1000, validated like
 //! AMQP events, published to `<p>.events` and answered 202 with their ids
-//! only after the broker confirmed every one.
+//! only after the broker confirmed every one. With an `Idempotency-Key` a
+//! repeat of the request is answered the same and publishes nothing.
 
 use std::sync::Arc;
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
 use futures_util::future::try_join_all;
 use serde_json::{Value, json};
 
-use super::{AppState, error::ApiError, extract::JsonBody};
+use super::{
+    AppState,
+    error::ApiError,
+    extract::JsonBody,
+    idempotency::{self, Claim},
+};
 use crate::{
     broker::{headers::Headers, publisher::Destination},
     event::{Decoded, decode_value},
@@ -20,9 +31,40 @@ pub const MAX_BATCH: usize = 1000;
 
 pub async fn publish(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let decoded: Vec<Decoded> = match &body {
+) -> Result<Response, ApiError> {
+    // A bad request claims no key: fixed and sent again, it is a new request.
+    let decoded = decode(&body)?;
+    let guard = match idempotency_key(&headers)? {
+        Some(key) => {
+            let bytes = serde_json::to_vec(&body).expect("a JSON value always serialises");
+            let (prefix, window) = (
+                &state.config.redis.prefix,
+                state.config.api.idempotency_window,
+            );
+            match idempotency::claim(&state.store, prefix, key, &bytes, window).await? {
+                Claim::Replay(answer) => {
+                    let replayed = [("idempotency-replayed", "true")];
+                    return Ok((StatusCode::ACCEPTED, replayed, Json(answer)).into_response());
+                }
+                Claim::First(guard) => Some(guard),
+            }
+        }
+        None => None,
+    };
+    publish_all(&state, &decoded).await?;
+    let ids: Vec<&str> = decoded.iter().map(|d| d.event.id.as_str()).collect();
+    let answer = json!({ "ids": ids });
+    if let Some(guard) = guard {
+        guard.done(&answer).await;
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+/// The envelopes of a body: one, or a batch of 1 to [`MAX_BATCH`].
+fn decode(body: &Value) -> Result<Vec<Decoded>, ApiError> {
+    Ok(match body {
         Value::Array(items) => {
             if items.is_empty() || items.len() > MAX_BATCH {
                 return Err(ApiError::invalid(
@@ -37,7 +79,21 @@ pub async fn publish(
                 .collect::<Result<_, FieldError>>()?
         }
         single => vec![decode_value(single)?],
-    };
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))
+        })
+        .transpose()
+}
+
+/// Publishes every event to `<p>.events`, confirmed.
+async fn publish_all(state: &AppState, decoded: &[Decoded]) -> Result<(), ApiError> {
     let session = state.link.session()?;
     let publisher = session.publisher();
     let exchange = state.topology.events();
@@ -54,6 +110,5 @@ pub async fn publish(
         publisher.publish(to, &bytes, Headers::new()).await
     });
     try_join_all(publishes).await?;
-    let ids: Vec<&str> = decoded.iter().map(|d| d.event.id.as_str()).collect();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "ids": ids }))))
+    Ok(())
 }

@@ -7,6 +7,7 @@ pub mod error;
 mod events;
 mod extract;
 mod health;
+mod idempotency;
 mod subscriptions;
 mod test_delivery;
 

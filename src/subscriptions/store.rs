@@ -119,6 +119,12 @@ impl Store {
         })
     }
 
+    /// The shared connection, for records kept beside the subscriptions
+    /// (`POST /v1/events`' idempotency keys).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// The client, for the snapshot refresher's pub/sub connection.
     pub fn client(&self) -> &Client {
         &self.client

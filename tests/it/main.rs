@@ -16,6 +16,7 @@ mod egress;
 mod faults;
 mod formats;
 mod gitops;
+mod idempotency;
 mod isolation;
 mod layers;
 mod matching;
