@@ -59,8 +59,8 @@ pub async fn claim(
     window: Duration,
 ) -> Result<Claim, ApiError> {
     check_key(key)?;
-    let redis_key = format!("{prefix}:idempotency:{}", hex(&Sha256::digest(key)));
-    let body = hex(&Sha256::digest(body));
+    let redis_key = format!("{prefix}:idempotency:{:x}", Sha256::digest(key));
+    let body = format!("{:x}", Sha256::digest(body));
     let mut conn = store.connection();
     let pending = serde_json::to_string(&Record::Pending { body: body.clone() })
         .expect("a record serialises");
@@ -150,8 +150,4 @@ fn unavailable(err: redis::RedisError) -> ApiError {
     ApiError::unavailable(
         "idempotency store (Redis) unavailable; retry with the same Idempotency-Key",
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

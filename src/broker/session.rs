@@ -168,6 +168,31 @@ impl Session {
             .context("this session was opened without a consuming connection")?;
         consume_on(conn, queue, prefetch, arguments).await
     }
+
+    /// Closes both connections; whatever is unacked goes back to its queue.
+    ///
+    /// Best effort, and bounded: a connection the broker dropped (a broker
+    /// restart resets every socket) may never answer the close, and waiting
+    /// on it kept a worker from ever reconnecting.
+    pub async fn close(&self) {
+        let close = async {
+            if let Some(consume) = &self.consume {
+                let _ = consume
+                    .close(200, ShortString::from("herald shutting down"))
+                    .await;
+            }
+            let _ = self
+                .publish
+                .close(200, ShortString::from("herald shutting down"))
+                .await;
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+            warn!(
+                timeout_ms = CLOSE_TIMEOUT.as_millis() as u64,
+                "the broker did not answer closing the session; its connections are dropped"
+            );
+        }
+    }
 }
 
 /// A consumer of `queue` on a new channel of `conn` with `prefetch` unacked
@@ -200,33 +225,6 @@ pub(super) async fn consume_on(
         Ok((channel, consumer))
     })
     .await
-}
-
-impl Session {
-    /// Closes both connections; whatever is unacked goes back to its queue.
-    ///
-    /// Best effort, and bounded: a connection the broker dropped (a broker
-    /// restart resets every socket) may never answer the close, and waiting
-    /// on it kept a worker from ever reconnecting.
-    pub async fn close(&self) {
-        let close = async {
-            if let Some(consume) = &self.consume {
-                let _ = consume
-                    .close(200, ShortString::from("herald shutting down"))
-                    .await;
-            }
-            let _ = self
-                .publish
-                .close(200, ShortString::from("herald shutting down"))
-                .await;
-        };
-        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
-            warn!(
-                timeout_ms = CLOSE_TIMEOUT.as_millis() as u64,
-                "the broker did not answer closing the session; its connections are dropped"
-            );
-        }
-    }
 }
 
 /// Opens a connection to the first node of `amqp.url` that answers (each try

@@ -107,6 +107,18 @@ def host_path(service: dict, container_path: str) -> Path | None:
     return best[1].resolve() if best else None
 
 
+def mounted_file(report: Report, service: dict, container_path: str, reader: str) -> Path | None:
+    """The host file `reader` reads at `container_path`, if a bind mount provides it."""
+    file = host_path(service, container_path)
+    found = report.check(
+        file is not None and file.is_file(),
+        COMPOSE,
+        f"{reader} {file.relative_to(ROOT) if file else '?'}",
+        f"{reader} {container_path!r}, which no bind mount provides",
+    )
+    return file if found else None
+
+
 def is_one_shot(service: dict) -> bool:
     """Says so with `restart: "no"`; anything else is taken to run for good."""
     return service.get("restart") == "no"
@@ -357,13 +369,8 @@ def check_demo(report: Report, services: dict, serving: dict[str, str]) -> None:
     for applier in appliers:
         args = command(services[applier])
         container_file = flag(args, "-f") or flag(args, "--file") or ""
-        file = host_path(services[applier], container_file)
-        if not report.check(
-            file is not None and file.is_file(),
-            COMPOSE,
-            f"{applier} applies {file.relative_to(ROOT) if file else '?'}",
-            f"{applier} applies {container_file!r}, which no bind mount of it provides",
-        ):
+        file = mounted_file(report, services[applier], container_file, f"{applier} applies")
+        if file is None:
             continue
         subs = yaml.safe_load(file.read_text())
         subs = subs.get("subscriptions", [subs]) if isinstance(subs, dict) else subs
@@ -405,13 +412,8 @@ def check_prometheus(report: Report, services: dict, serving: dict[str, str]) ->
     for arg in command(prom):
         if arg.startswith("--config.file="):
             config_path = arg.partition("=")[2]
-    config_file = host_path(prom, config_path)
-    if not report.check(
-        config_file is not None and config_file.is_file(),
-        COMPOSE,
-        f"{name} reads {config_file.relative_to(ROOT) if config_file else '?'}",
-        f"{name} reads {config_path}, which no bind mount provides",
-    ):
+    config_file = mounted_file(report, prom, config_path, f"{name} reads")
+    if config_file is None:
         return
     config = yaml.safe_load(config_file.read_text())
     jobs = {job["job_name"]: job for job in config.get("scrape_configs", [])}

@@ -78,14 +78,8 @@ async fn a_key_still_publishing_is_a_conflict_and_without_redis_keys_are_refused
         TestApp::spawn_with(|c| c.redis.url = herald::config::SecretUrl::new(url.clone())).await;
     let event = json!({"type": "deploy.done"});
     // What a replica that is publishing this request right now left in Redis.
-    let hash: String = Sha256::digest("in-flight")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let body: String = Sha256::digest(serde_json::to_vec(&event).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = format!("{:x}", Sha256::digest("in-flight"));
+    let body = format!("{:x}", Sha256::digest(serde_json::to_vec(&event).unwrap()));
     let mut conn = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
