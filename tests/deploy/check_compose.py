@@ -31,9 +31,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
-from report import Report
+from report import ROOT, Report
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "deploy/compose"
 COMPOSE = COMPOSE_DIR / "compose.yaml"
 CONFIG = ROOT / "config/herald.toml"

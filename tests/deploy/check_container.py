@@ -21,9 +21,8 @@ from pathlib import Path
 
 from dockerfile_parse import DockerfileParser
 
-from report import Report
+from report import ROOT, Report
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 BUILD_COMMAND = "cargo build --release --locked --bin herald"

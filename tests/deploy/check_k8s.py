@@ -42,9 +42,8 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import yaml
 
-from report import Report
+from report import ROOT, Report
 
-ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 CONFIG = ROOT / "config" / "herald.toml"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
