@@ -2,13 +2,15 @@
 //! AMQP events, published to `<p>.events` and answered 202 with their ids
 //! only after the broker confirmed every one. With an `Idempotency-Key` a
 //! repeat of the request is answered the same and publishes nothing.
+//! Structured-mode CloudEvents are read like envelopes (`event::cloudevents`),
+//! alone or in a batch, and must be CloudEvents when the content type says so.
 
 use std::sync::Arc;
 
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, StatusCode, header::CONTENT_TYPE},
     response::{IntoResponse, Response},
 };
 use futures_util::future::try_join_all;
@@ -22,9 +24,12 @@ use super::{
 };
 use crate::{
     broker::{headers::Headers, publisher::Destination},
-    event::{Decoded, decode_value},
+    event::{Decoded, decode_value, is_cloudevent},
     field_error::FieldError,
 };
+
+const CLOUDEVENTS: &str = "application/cloudevents+json";
+const CLOUDEVENTS_BATCH: &str = "application/cloudevents-batch+json";
 
 /// Events one request may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -35,6 +40,7 @@ pub async fn publish(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     // A bad request claims no key: fixed and sent again, it is a new request.
+    check_cloudevents(&headers, &body)?;
     let decoded = decode(&body)?;
     let guard = match idempotency_key(&headers)? {
         Some(key) => {
@@ -80,6 +86,38 @@ fn decode(body: &Value) -> Result<Vec<Decoded>, ApiError> {
         }
         single => vec![decode_value(single)?],
     })
+}
+
+/// With a CloudEvents content type the body must be what it says: one
+/// structured-mode event, or a batch (an array) of them.
+fn check_cloudevents(headers: &HeaderMap, body: &Value) -> Result<(), ApiError> {
+    let essence = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let items = match (essence.as_deref(), body) {
+        (Some(CLOUDEVENTS), Value::Object(_)) => std::slice::from_ref(body),
+        (Some(CLOUDEVENTS_BATCH), Value::Array(items)) => items.as_slice(),
+        (Some(CLOUDEVENTS), _) => {
+            return Err(ApiError::invalid(
+                "body",
+                &format!("{CLOUDEVENTS} is one event, a JSON object"),
+            ));
+        }
+        (Some(CLOUDEVENTS_BATCH), _) => {
+            return Err(ApiError::invalid(
+                "body",
+                &format!("{CLOUDEVENTS_BATCH} is a JSON array of events"),
+            ));
+        }
+        _ => return Ok(()),
+    };
+    match items.iter().position(|item| !is_cloudevent(item)) {
+        Some(i) if body.is_array() => Err(FieldError::required("specversion").in_item(i).into()),
+        Some(_) => Err(FieldError::required("specversion").into()),
+        None => Ok(()),
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {

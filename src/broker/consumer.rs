@@ -6,7 +6,7 @@
 //! errors, and when the session failed elsewhere, so the worker reconnects
 //! instead of sitting idle.
 
-use std::{future::Future, sync::Arc};
+use std::{borrow::Cow, future::Future, sync::Arc};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -59,6 +59,20 @@ impl Message {
     /// A header as an integer, from any integer type or a decimal string.
     pub fn header_int(&self, name: &str) -> Option<i64> {
         headers::read_int(self.properties.headers().as_ref(), name)
+    }
+
+    /// Every header that reads as text, for bindings that carry attributes in
+    /// headers (CloudEvents' binary mode).
+    pub fn text_headers(&self) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
+        headers::text_headers(self.properties.headers().as_ref())
+    }
+
+    /// The `content_type` property.
+    pub fn content_type(&self) -> Option<&str> {
+        self.properties
+            .content_type()
+            .as_ref()
+            .map(|ct| ct.as_str())
     }
 }
 

@@ -3,6 +3,8 @@
 //! `read_text` / `read_int` take what a producer or the broker wrote in any
 //! string or integer type.
 
+use std::borrow::Cow;
+
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 /// Longest header value herald writes.
@@ -67,11 +69,34 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// A header as text, whichever string or integer type the producer used.
 pub(super) fn read_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
-    let value = headers?.inner().get(name)?;
+    text_value(headers?.inner().get(name)?).map(Cow::into_owned)
+}
+
+/// Every header that reads as text (strings, integers, booleans, timestamps).
+pub(super) fn text_headers(
+    headers: Option<&FieldTable>,
+) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
+    headers
+        .into_iter()
+        .flat_map(|table| table.inner())
+        .filter_map(|(name, value)| Some((name.as_str(), text_value(value)?)))
+}
+
+fn text_value(value: &AMQPValue) -> Option<Cow<'_, str>> {
     match value {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        other => int_value(other).map(|n| n.to_string()),
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::ShortString(s) => Some(Cow::Borrowed(s.as_str())),
+        AMQPValue::Boolean(b) => Some(Cow::Owned(b.to_string())),
+        // AMQP 0-9-1 timestamps are whole seconds since the epoch.
+        AMQPValue::Timestamp(seconds) => {
+            let at =
+                time::OffsetDateTime::from_unix_timestamp(i64::try_from(*seconds).ok()?).ok()?;
+            Some(Cow::Owned(
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .ok()?,
+            ))
+        }
+        other => int_value(other).map(|n| Cow::Owned(n.to_string())),
     }
 }
 
@@ -117,6 +142,28 @@ mod tests {
             .into_table();
         let read = read_text(Some(&table), "x-herald-last-error").unwrap();
         assert_eq!(read.len(), MAX_HEADER_BYTES);
+    }
+
+    #[test]
+    fn text_headers_read_strings_numbers_booleans_and_timestamps() {
+        let mut table = FieldTable::default();
+        table.insert("s".into(), AMQPValue::LongString("x".into()));
+        table.insert("n".into(), AMQPValue::ShortInt(-2));
+        table.insert("b".into(), AMQPValue::Boolean(true));
+        table.insert("t".into(), AMQPValue::Timestamp(1_700_000_000));
+        table.insert("f".into(), AMQPValue::FieldTable(FieldTable::default()));
+        let read: Vec<(&str, String)> = text_headers(Some(&table))
+            .map(|(name, value)| (name, value.into_owned()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("b", "true".to_owned()),
+                ("n", "-2".to_owned()),
+                ("s", "x".to_owned()),
+                ("t", "2023-11-14T22:13:20Z".to_owned()),
+            ]
+        );
     }
 
     #[test]

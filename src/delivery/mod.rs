@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod attempt;
 pub mod caps;
+pub mod cloudevents;
 pub mod dead;
 pub mod deliverer;
 pub mod disable;

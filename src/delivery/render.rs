@@ -1,18 +1,20 @@
 //! The request body of an attempt, by the subscription's format. `json` sends
 //! the event's canonical JSON exactly as the task carries it (no re-encoding
 //! on the hot path); `slack` and `teams` build the receivers' message shapes;
-//! `template` renders the subscription's template.
+//! `template` renders the subscription's template; `cloudevents` makes a
+//! CloudEvent of it, structured or binary.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
-use super::task::DeliveryTask;
+use super::{cloudevents, task::DeliveryTask};
 use crate::{
     event::Event,
     subscriptions::{
-        model::{Format, Subscription},
+        model::{CloudEventsMode, Format, Subscription},
         template::{Context, RenderError, Templates},
     },
 };
@@ -23,6 +25,8 @@ const SLACK_TEXT_CHARS: usize = 2900;
 pub struct Rendered {
     pub body: Bytes,
     pub content_type: Cow<'static, str>,
+    /// Headers the format itself sets (CloudEvents' binary mode).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// `templates` are the subscription's compiled templates (`None`: nothing templated).
@@ -40,11 +44,28 @@ pub fn render(
     let json = |value: Value| Rendered {
         body: Bytes::from(serde_json::to_vec(&value).expect("a JSON value always serialises")),
         content_type: Cow::Borrowed("application/json"),
+        headers: Vec::new(),
     };
     Ok(match sub.format {
         Format::Json => Rendered {
             body: task.body.clone(),
             content_type: Cow::Borrowed("application/json"),
+            headers: Vec::new(),
+        },
+        Format::CloudEvents => match sub.cloudevents_mode.unwrap_or_default() {
+            CloudEventsMode::Structured => Rendered {
+                body: cloudevents::structured(event),
+                content_type: Cow::Borrowed(cloudevents::STRUCTURED_CONTENT_TYPE),
+                headers: Vec::new(),
+            },
+            CloudEventsMode::Binary => {
+                let (headers, body) = cloudevents::binary(event);
+                Rendered {
+                    body,
+                    content_type: Cow::Borrowed("application/json"),
+                    headers,
+                }
+            }
         },
         Format::Slack => json(slack(event, text.as_deref(), task.attempt)),
         Format::Teams => json(teams(event, text.as_deref())),
@@ -67,6 +88,7 @@ pub fn render(
             Rendered {
                 body: Bytes::from(body),
                 content_type: Cow::Owned(content_type),
+                headers: Vec::new(),
             }
         }
     })

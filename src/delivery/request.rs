@@ -41,7 +41,7 @@ pub fn signed_request(
         &rendered.body,
     );
 
-    let mut headers = HeaderMap::with_capacity(8 + sub.headers.len());
+    let mut headers = HeaderMap::with_capacity(8 + sub.headers.len() + rendered.headers.len());
     for (name, value) in &sub.headers {
         let rendered_value = match (templates, &ctx) {
             (Some(t), Some(ctx)) => t.header(name, ctx)?,
@@ -59,6 +59,7 @@ pub fn signed_request(
     let content_type = HeaderValue::from_str(&rendered.content_type)
         .map_err(|_| RenderError::Template("content_type is not a valid header value".into()))?;
     headers.insert(CONTENT_TYPE, content_type);
+    headers.extend(rendered.headers);
     insert(&mut headers, "webhook-id", &task.event.id);
     insert(&mut headers, "webhook-timestamp", &timestamp.to_string());
     insert(&mut headers, "webhook-signature", &signature);

@@ -22,7 +22,8 @@ use crate::{
         deliverer::{Deliverer, Holder},
         task::DeliveryTask,
     },
-    event,
+    event::{self, Decoded, cloudevents},
+    field_error::FieldError,
     metrics::RejectReason,
 };
 
@@ -40,27 +41,27 @@ impl FanOut {
         }
     }
 
-    async fn fan_out(&self, body: Bytes) -> Result<(), PublishError> {
+    async fn fan_out(&self, message: Message) -> Result<(), PublishError> {
         let core = self.deliverer.core();
         core.metrics.events_received.inc();
-        if body.len() > self.max_event_bytes {
+        if message.body.len() > self.max_event_bytes {
             let error = format!(
                 "event of {} bytes is over limits.max_event_bytes ({})",
-                body.len(),
+                message.body.len(),
                 self.max_event_bytes
             );
-            return self.reject(&body, RejectReason::TooLarge, &error).await;
+            return self.reject(&message, RejectReason::TooLarge, &error).await;
         }
-        let decoded = match event::decode(&body) {
+        let decoded = match decode(&message) {
             Ok(decoded) => decoded,
             Err(err) => {
                 let error = format!("invalid event: {err}");
-                return self.reject(&body, reject::reason(&err), &error).await;
+                return self.reject(&message, reject::reason(&err), &error).await;
             }
         };
         // From here on the event and its canonical JSON stand for it: the received
         // bytes are not held through the attempts.
-        drop(body);
+        drop(message);
         let event = decoded.event;
         if decoded.webhooks_disabled {
             debug!(event_id = %event.id, event_type = %event.event_type, "webhooks disabled by the producer");
@@ -89,12 +90,13 @@ impl FanOut {
 
     async fn reject(
         &self,
-        body: &[u8],
+        message: &Message,
         reason: RejectReason,
         error: &str,
     ) -> Result<(), PublishError> {
         let core = self.deliverer.core();
-        reject(self.deliverer.publisher(), &core.topology, body, error).await?;
+        let publisher = self.deliverer.publisher();
+        reject(publisher, &core.topology, message, error).await?;
         let rejected = &core.metrics.events_rejected;
         rejected.with_label_values(&[reason.as_str()]).inc();
         warn!(reason = reason.as_str(), error, "event rejected");
@@ -102,8 +104,20 @@ impl FanOut {
     }
 }
 
+/// A binary-mode CloudEvent (its attributes in headers) or an envelope in the body.
+fn decode(message: &Message) -> Result<Decoded, FieldError> {
+    let headers = message.text_headers();
+    match cloudevents::binary(headers, message.content_type(), &message.body) {
+        Some(event) => Ok(Decoded {
+            event: event?,
+            webhooks_disabled: false,
+        }),
+        None => event::decode(&message.body),
+    }
+}
+
 impl Handler for FanOut {
     async fn handle(self: Arc<Self>, message: Message) -> Settle {
-        Settle::after(self.fan_out(message.body).await)
+        Settle::after(self.fan_out(message).await)
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::{
     broker::{
-        headers::Headers,
+        consumer::Message,
         publisher::{Destination, PublishError, Publisher},
         topology::Topology,
     },
@@ -14,16 +14,16 @@ use crate::{
 
 pub const ERROR_HEADER: &str = "x-herald-error";
 
+/// The message keeps its headers (a binary-mode CloudEvent's attributes are there).
 pub async fn reject(
     publisher: &Publisher,
     topology: &Topology,
-    body: &[u8],
+    message: &Message,
     error: &str,
 ) -> Result<(), PublishError> {
-    let headers = Headers::new().text(ERROR_HEADER, error);
-    publisher
-        .publish(Destination::Queue(topology.rejected()), body, headers)
-        .await
+    let headers = message.headers().text(ERROR_HEADER, error);
+    let to = Destination::Queue(topology.rejected());
+    publisher.publish(to, &message.body, headers).await
 }
 
 /// Why an envelope was refused, for `herald_events_rejected_total{reason}`.

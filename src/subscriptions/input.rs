@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use serde_with::{DisplayFromStr, serde_as};
 
 use super::{
-    model::{Format, Method, Subscription, check_name},
+    model::{CloudEventsMode, Format, Method, Subscription, check_name},
     pattern::EventPattern,
     selector::Selector,
     signature::SigningSecret,
@@ -33,6 +33,7 @@ struct Input {
     events: Option<Vec<EventPattern>>,
     selector: Option<String>,
     format: Option<Format>,
+    cloudevents_mode: Option<CloudEventsMode>,
     /// The body for `template`; the message text for `slack` and `teams`.
     template: Option<String>,
     content_type: Option<String>,
@@ -85,6 +86,12 @@ impl Input {
         }
         let format = self.format.unwrap_or(Format::Json);
         check_format(format, self.template.is_some(), self.content_type.is_some())?;
+        if self.cloudevents_mode.is_some() && format != Format::CloudEvents {
+            return Err(FieldError::new(
+                "cloudevents_mode",
+                "only for format cloudevents",
+            ));
+        }
         let (secret, previous_secret) = match (self.secret, existing) {
             // The same secret again (an exported file applied back) rotates nothing.
             (Some(secret), Some(existing)) if secret == existing.secret => {
@@ -105,6 +112,7 @@ impl Input {
             events,
             selector,
             format,
+            cloudevents_mode: self.cloudevents_mode,
             template: self.template,
             content_type: self.content_type,
             headers: headers(self.headers.unwrap_or_default())?,
@@ -159,7 +167,7 @@ fn check_format(format: Format, template: bool, content_type: bool) -> Result<()
                 "required with format \"template\"",
             ));
         }
-        (Format::Json, true) => {
+        (Format::Json | Format::CloudEvents, true) => {
             return Err(FieldError::new(
                 "template",
                 "only for format template, slack or teams",
@@ -356,7 +364,7 @@ mod tests {
         );
         assert_eq!(
             message("format", json!("xml")),
-            "\"xml\" is not json, slack, teams or template"
+            "\"xml\" is not json, slack, teams, template or cloudevents"
         );
         assert_eq!(
             message("timeout", json!("soon")),

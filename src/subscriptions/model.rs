@@ -30,6 +30,8 @@ pub struct Subscription {
     pub events: Vec<EventPattern>,
     pub selector: Option<String>,
     pub format: Format,
+    /// How `cloudevents` is sent (default structured).
+    pub cloudevents_mode: Option<CloudEventsMode>,
     /// The body for `template`; the message text for `slack` and `teams`.
     pub template: Option<String>,
     /// The content type of a `template` body (default `application/json`).
@@ -94,10 +96,17 @@ pub enum Format {
     Slack,
     Teams,
     Template,
+    CloudEvents,
 }
 
 impl Format {
-    pub const ALL: [Self; 4] = [Self::Json, Self::Slack, Self::Teams, Self::Template];
+    pub const ALL: [Self; 5] = [
+        Self::Json,
+        Self::Slack,
+        Self::Teams,
+        Self::Template,
+        Self::CloudEvents,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -105,6 +114,7 @@ impl Format {
             Self::Slack => "slack",
             Self::Teams => "teams",
             Self::Template => "template",
+            Self::CloudEvents => "cloudevents",
         }
     }
 }
@@ -116,8 +126,18 @@ impl TryFrom<String> for Format {
         Self::ALL
             .into_iter()
             .find(|f| f.as_str() == text)
-            .ok_or_else(|| format!("{text:?} is not json, slack, teams or template"))
+            .ok_or_else(|| format!("{text:?} is not json, slack, teams, template or cloudevents"))
     }
+}
+
+/// CloudEvents' HTTP content modes: the whole event as a JSON body, or its
+/// attributes in `ce-*` headers and its data as the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudEventsMode {
+    #[default]
+    Structured,
+    Binary,
 }
 
 impl Subscription {

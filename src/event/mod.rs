@@ -2,6 +2,9 @@
 //! at the edge (AMQP fan-out or `POST /v1/events`), normalised (id and time
 //! filled in), and serialised to the canonical JSON that delivery tasks carry
 //! and the `json` format sends. Matching, rendering and delivery read it.
+//! An object with `specversion` is a CloudEvent and maps on to it (`cloudevents`).
+
+pub mod cloudevents;
 
 use std::collections::BTreeMap;
 
@@ -36,6 +39,8 @@ struct Wire {
     labels: Option<BTreeMap<String, String>>,
     data: Option<Box<RawValue>>,
     webhooks_disabled: Option<bool>,
+    /// Present: the object is a structured-mode CloudEvent, read by `cloudevents`.
+    specversion: Option<serde::de::IgnoredAny>,
 }
 
 /// The outcome of decoding: the event and whether the producer opted out of webhooks.
@@ -53,14 +58,26 @@ pub fn decode(body: &[u8]) -> Result<Decoded, FieldError> {
         return Err(FieldError::new("body", "an event must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let wire: Wire = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let inner = err.inner();
-        if inner.is_syntax() || inner.is_eof() {
-            FieldError::new("body", format!("not a JSON object: {inner}"))
-        } else {
-            FieldError::from_serde(err)
+    let wire: Result<Wire, _> = serde_path_to_error::deserialize(&mut de);
+    let wire = match wire {
+        Ok(wire) if wire.specversion.is_some() => return structured_cloudevent(body),
+        Ok(wire) => wire,
+        Err(err) => {
+            let inner = err.inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(FieldError::new(
+                    "body",
+                    format!("not a JSON object: {inner}"),
+                ));
+            }
+            // A CloudEvent may carry an extension herald's envelope reads otherwise
+            // (`labels: "x"`): it is judged by the CloudEvents rules.
+            return match serde_json::from_slice::<BTreeMap<String, Box<RawValue>>>(body) {
+                Ok(members) if members.contains_key("specversion") => cloudevent(members),
+                _ => Err(FieldError::from_serde(err)),
+            };
         }
-    })?;
+    };
     de.end()
         .map_err(|err| FieldError::new("body", format!("trailing characters: {err}")))?;
     validate(wire)
@@ -71,8 +88,31 @@ pub fn decode_value(value: &serde_json::Value) -> Result<Decoded, FieldError> {
     if !value.is_object() {
         return Err(FieldError::new("body", "an event must be a JSON object"));
     }
+    if is_cloudevent(value) {
+        let members = serde_json::from_value::<BTreeMap<String, Box<RawValue>>>(value.clone())
+            .map_err(|err| FieldError::new("body", err))?;
+        return cloudevent(members);
+    }
     let wire: Wire = serde_path_to_error::deserialize(value).map_err(FieldError::from_serde)?;
     validate(wire)
+}
+
+/// Whether a JSON value is a structured-mode CloudEvent (it has `specversion`).
+pub fn is_cloudevent(value: &serde_json::Value) -> bool {
+    value.get("specversion").is_some()
+}
+
+fn structured_cloudevent(body: &[u8]) -> Result<Decoded, FieldError> {
+    let members = serde_json::from_slice(body)
+        .map_err(|err| FieldError::new("body", format!("not a JSON object: {err}")))?;
+    cloudevent(members)
+}
+
+fn cloudevent(members: BTreeMap<String, Box<RawValue>>) -> Result<Decoded, FieldError> {
+    Ok(Decoded {
+        event: cloudevents::structured(members)?,
+        webhooks_disabled: false,
+    })
 }
 
 fn validate(wire: Wire) -> Result<Decoded, FieldError> {
@@ -88,8 +128,7 @@ fn validate(wire: Wire) -> Result<Decoded, FieldError> {
         None => uuid::Uuid::now_v7().to_string(),
     };
     let time = match wire.time {
-        Some(t) => OffsetDateTime::parse(&t, &Rfc3339)
-            .map_err(|_| FieldError::new("time", format!("{t:?} is not an RFC 3339 time")))?,
+        Some(t) => parse_time("time", &t)?,
         None => OffsetDateTime::now_utc(),
     };
     Ok(Decoded {
@@ -103,6 +142,11 @@ fn validate(wire: Wire) -> Result<Decoded, FieldError> {
         },
         webhooks_disabled: wire.webhooks_disabled.unwrap_or(false),
     })
+}
+
+fn parse_time(field: &str, text: &str) -> Result<OffsetDateTime, FieldError> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|_| FieldError::new(field, format!("{text:?} is not an RFC 3339 time")))
 }
 
 /// 1-128 characters, dot-separated non-empty segments of `a-z0-9_-`.
