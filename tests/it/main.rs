@@ -9,6 +9,7 @@ mod api_subscriptions;
 mod auto_disable;
 mod chaos;
 mod cli;
+mod cloudevents;
 mod config_errors;
 mod dead_letters;
 mod delivery;

@@ -374,6 +374,14 @@ impl Broker {
     }
 
     pub async fn publish_event(&self, routing_key: &str, body: &[u8]) {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        self.publish_with(routing_key, body, properties).await;
+    }
+
+    /// Publishes with the producer's own properties (headers, content type).
+    pub async fn publish_with(&self, routing_key: &str, body: &[u8], properties: BasicProperties) {
         let confirm = self
             .channel
             .basic_publish(
@@ -384,9 +392,7 @@ impl Broker {
                     ..Default::default()
                 },
                 body,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into()),
+                properties,
             )
             .await
             .unwrap()
