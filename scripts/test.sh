@@ -51,6 +51,10 @@ step "deploy: the Dockerfile, the compose stack and the Kubernetes manifests, of
 # kubernetes-validate, the operators' CRD schemas) in a virtualenv it makes.
 scripts/check-deploy.sh
 
+step "cloudevents: the herald binary against the CloudEvents and Standard Webhooks Python SDKs"
+# Events made by the SDK go in every way herald reads them; deliveries are parsed by it.
+scripts/check-cloudevents.sh
+
 step "cargo fmt --check"
 cargo fmt --check
 

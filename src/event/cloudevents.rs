@@ -114,11 +114,12 @@ fn binary_event(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Event, FieldError> {
+    let time = attributes.remove("time").map(amqp_timestamp).transpose()?;
     let core = Core {
         id: attributes.remove("id"),
         source: attributes.remove("source"),
         event_type: attributes.remove("type"),
-        time: attributes.remove("time"),
+        time,
         subject: attributes.remove("subject"),
     };
     let content_type = content_type.or(attributes.get("datacontenttype").map(String::as_str));
@@ -132,6 +133,18 @@ fn binary_event(
         labels.insert(name, value);
     }
     core.into_event(Some(specversion), labels, data)
+}
+
+/// The AMQP 1.0 binding sends `time` as an AMQP timestamp, which reaches an
+/// AMQP 0-9-1 consumer as an integer of milliseconds since the epoch; text stays.
+fn amqp_timestamp(time: String) -> Result<String, FieldError> {
+    let Ok(millis) = time.parse::<i64>() else {
+        return Ok(time);
+    };
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .map_err(|_| FieldError::new("time", format!("{millis} ms is out of range")))?;
+    at.format(&time::format_description::well_known::Rfc3339)
+        .map_err(|err| FieldError::new("time", err))
 }
 
 /// The body of a binary-mode message as herald's JSON `data`: JSON as it is
@@ -479,6 +492,19 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert_eq!(err.field, "data");
+    }
+
+    #[test]
+    fn an_amqp_timestamp_in_milliseconds_is_a_time() {
+        let headers = [
+            header("cloudEvents_specversion", "1.0"),
+            header("cloudEvents_id", "1"),
+            header("cloudEvents_source", "s"),
+            header("cloudEvents_type", "a"),
+            header("cloudEvents_time", "1764410400250"),
+        ];
+        let event = binary(headers, None, b"").unwrap().unwrap();
+        assert_eq!(event.time_rfc3339(), "2025-11-29T10:00:00.25Z");
     }
 
     #[test]
