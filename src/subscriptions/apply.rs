@@ -197,7 +197,8 @@ mod tests {
         ];
         let entries = [
             json!({"name": "same", "url": "https://a.example/", "events": ["*"]}),
-            json!({"name": "moved", "url": "https://b.example/", "events": ["*"], "enabled": false}),
+            json!({"name": "moved", "url": "https://b.example/", "events": ["*"], "enabled": false,
+                   "filter": "data.replicas >= 3"}),
             json!({"name": "new", "url": "https://a.example/", "events": ["*"]}),
         ];
         let steps = plan(&entries, &current, true, no_check).unwrap();
@@ -206,7 +207,7 @@ mod tests {
             lines,
             [
                 "unchanged  same",
-                "changed    moved (enabled, url)",
+                "changed    moved (enabled, filter, url)",
                 "created    new",
                 "pruned     old"
             ]
@@ -236,10 +237,11 @@ mod tests {
             json!({"name": "bad", "url": "ftp://a.example/", "events": ["*"]}),
             json!({"url": "https://a.example/", "events": ["*"]}),
             json!({"name": "ok", "url": "https://a.example/", "events": ["*"]}),
+            json!({"name": "f", "url": "https://a.example/", "events": ["*"], "filter": "data.x = 1"}),
         ];
         let errors = plan(&entries, &[], false, no_check).unwrap_err();
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines.len(), 4, "{lines:?}");
         assert!(
             lines[0].starts_with("subscriptions[1] (bad): url: "),
             "{lines:?}"
@@ -248,6 +250,10 @@ mod tests {
         assert_eq!(
             lines[2],
             "subscriptions[3] (ok): name: appears twice in the file"
+        );
+        assert_eq!(
+            lines[3],
+            "subscriptions[4] (f): filter: '=' is not an operator; compare with '==' at position 8"
         );
     }
 

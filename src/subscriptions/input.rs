@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use serde_with::{DisplayFromStr, serde_as};
 
 use super::{
+    filter::Filter,
     model::{CloudEventsMode, Format, Method, Subscription, check_name},
     pattern::EventPattern,
     selector::Selector,
@@ -32,6 +33,7 @@ struct Input {
     #[serde_as(as = "Option<Vec<DisplayFromStr>>")]
     events: Option<Vec<EventPattern>>,
     selector: Option<String>,
+    filter: Option<String>,
     format: Option<Format>,
     cloudevents_mode: Option<CloudEventsMode>,
     /// The body for `template`; the message text for `slack` and `teams`.
@@ -84,6 +86,10 @@ impl Input {
         if let Some(selector) = &selector {
             Selector::parse(selector).map_err(|e| FieldError::new("selector", e))?;
         }
+        let filter = self.filter.filter(|f| !f.trim().is_empty());
+        if let Some(filter) = &filter {
+            Filter::parse(filter).map_err(|e| FieldError::new("filter", e))?;
+        }
         let format = self.format.unwrap_or(Format::Json);
         check_format(format, self.template.is_some(), self.content_type.is_some())?;
         if self.cloudevents_mode.is_some() && format != Format::CloudEvents {
@@ -111,6 +117,7 @@ impl Input {
             method: self.method.unwrap_or(Method::Post),
             events,
             selector,
+            filter,
             format,
             cloudevents_mode: self.cloudevents_mode,
             template: self.template,
@@ -325,6 +332,8 @@ mod tests {
         assert_eq!(with("events", json!([])), "events");
         assert_eq!(with("events", json!(["ok", "bad pattern"])), "events[1]");
         assert_eq!(with("selector", json!("env in (")), "selector");
+        assert_eq!(with("filter", json!("status == \"failed\"")), "filter");
+        assert_eq!(with("filter", json!(5)), "filter");
         assert_eq!(with("format", json!("xml")), "format");
         assert_eq!(with("format", json!("template")), "template");
         assert_eq!(with("template", json!("{{ event.id }}")), "template");
@@ -416,6 +425,23 @@ mod tests {
         ok["headers"] = json!({"authorization": "Bearer {{ credential('TOKEN') }}"});
         ok["url"] = json!("https://hooks.example.com/{{ credential('PATH') }}");
         Subscription::from_json(&ok, None).unwrap();
+    }
+
+    #[test]
+    fn a_filter_is_kept_as_written_and_a_blank_one_is_none() {
+        let with = |filter: Value| {
+            let body = json!({"name": "ci", "url": "https://example.com/", "events": ["*"], "filter": filter});
+            Subscription::from_json(&body, None).unwrap().filter
+        };
+        let written = "data.status == 'failed'  and data.duration_ms > 1000";
+        assert_eq!(with(json!(written)).as_deref(), Some(written));
+        assert_eq!(with(json!(" \n ")), None);
+        assert_eq!(with(Value::Null), None);
+        let message = error_with("filter", json!("data.x = 1")).to_string();
+        assert_eq!(
+            message,
+            "filter: '=' is not an operator; compare with '==' at position 8"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod credentials;
 pub mod current;
 pub mod file;
+pub mod filter;
 pub mod input;
 pub mod model;
 pub mod pattern;

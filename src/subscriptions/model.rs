@@ -29,6 +29,8 @@ pub struct Subscription {
     #[serde_as(as = "Vec<DisplayFromStr>")]
     pub events: Vec<EventPattern>,
     pub selector: Option<String>,
+    /// A condition on the event's attributes and `data` (see `filter`).
+    pub filter: Option<String>,
     pub format: Format,
     /// How `cloudevents` is sent (default structured).
     pub cloudevents_mode: Option<CloudEventsMode>,
@@ -223,7 +225,8 @@ mod tests {
     #[test]
     fn the_stored_form_reads_back_as_it_was_written() {
         let mut body = json!({"name": "ci", "url": "https://example.com/", "events": ["Deploy.*"],
-                              "method": "put", "timeout": "2s", "headers": {"X-Team": "a"}});
+                              "method": "put", "timeout": "2s", "headers": {"X-Team": "a"},
+                              "filter": "data.replicas >= 3"});
         body["format"] = json!("slack");
         let sub = Subscription::from_json(&body, None).unwrap();
         let stored = serde_json::to_string(&sub).unwrap();
@@ -234,5 +237,6 @@ mod tests {
         assert_eq!(shown["method"], "PUT");
         assert_eq!(shown["timeout"], "2s");
         assert_eq!(shown["headers"], json!({"x-team": "a"}));
+        assert_eq!(shown["filter"], "data.replicas >= 3");
     }
 }

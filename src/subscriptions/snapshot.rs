@@ -1,6 +1,6 @@
-//! One consistent set of subscriptions, compiled for matching: patterns and
-//! selectors parsed and templates compiled once per set, and indexes that find
-//! an event's candidates by type and by a required label value without
+//! One consistent set of subscriptions, compiled for matching: patterns,
+//! selectors and filters parsed and templates compiled once per set, and indexes
+//! that find an event's candidates by type and by a required label value without
 //! scanning every subscription. Pure: `current` loads and swaps snapshots.
 
 use std::{
@@ -8,8 +8,14 @@ use std::{
     sync::Arc,
 };
 
+use tracing::debug;
+
 use super::{
-    credentials::Credentials, model::Subscription, pattern::EventPattern, selector::Selector,
+    credentials::Credentials,
+    filter::{Filter, Subject},
+    model::Subscription,
+    pattern::EventPattern,
+    selector::Selector,
     template::Templates,
 };
 use crate::event::Event;
@@ -19,6 +25,7 @@ use crate::event::Event;
 pub struct Compiled {
     pub sub: Subscription,
     selector: Selector,
+    filter: Option<Filter>,
     templates: Option<Templates>,
 }
 
@@ -30,9 +37,16 @@ impl Compiled {
             Some(s) => Selector::parse(s).map_err(|e| e.to_string())?,
             None => Selector::default(),
         };
+        let filter = sub
+            .filter
+            .as_deref()
+            .map(Filter::parse)
+            .transpose()
+            .map_err(|e| format!("filter: {e}"))?;
         Ok(Self {
             sub,
             selector,
+            filter,
             templates,
         })
     }
@@ -42,9 +56,21 @@ impl Compiled {
         self.templates.as_ref()
     }
 
-    pub fn matches(&self, event: &Event) -> bool {
+    /// Patterns, then selector, then filter: the filter, the costliest, runs only on
+    /// what the others let through, and only then may `data` get parsed.
+    pub fn matches(&self, subject: &Subject<'_>) -> bool {
+        let event = subject.event();
         self.sub.events.iter().any(|p| p.matches(&event.event_type))
             && self.selector.matches(&event.labels)
+            && self.filter.as_ref().is_none_or(|f| self.passes(f, subject))
+    }
+
+    fn passes(&self, filter: &Filter, subject: &Subject<'_>) -> bool {
+        filter.evaluate(subject).unwrap_or_else(|| {
+            debug!(subscription = %self.sub.name, event_id = %subject.event().id,
+                   "filter cannot tell (a field is missing or of another type): no match");
+            false
+        })
     }
 }
 
@@ -149,8 +175,10 @@ impl Snapshot {
         self.by_name.is_empty()
     }
 
-    /// Every subscription, enabled or not, whose patterns and selector match `event`.
+    /// Every subscription, enabled or not, whose patterns, selector and filter match `event`.
     pub fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a Arc<Compiled>> {
+        // One subject for all candidates: `data` is parsed for the first filter, if any.
+        let subject = Subject::new(event);
         let segment = event.event_type.split('.').next().unwrap_or_default();
         let buckets = [
             self.exact.get(&event.event_type),
@@ -161,7 +189,7 @@ impl Snapshot {
             .into_iter()
             .flatten()
             .flat_map(|bucket| bucket.candidates(&event.labels))
-            .filter(move |c| c.matches(event))
+            .filter(move |c| c.matches(&subject))
     }
 }
 
@@ -239,7 +267,8 @@ mod tests {
                 .collect();
             let event = json!({"type": TYPES[t], "labels": labels});
             let event = event::decode(event.to_string().as_bytes()).unwrap().event;
-            let scan: BTreeSet<String> = all.iter().filter(|c| c.matches(&event)).map(|c| c.sub.name.clone()).collect();
+            let subject = Subject::new(&event);
+            let scan: BTreeSet<String> = all.iter().filter(|c| c.matches(&subject)).map(|c| c.sub.name.clone()).collect();
             let snapshot = Snapshot::build(1, all);
             let found: Vec<String> = snapshot.matching(&event).map(|c| c.sub.name.clone()).collect();
             let unique: BTreeSet<String> = found.iter().cloned().collect();

@@ -15,6 +15,7 @@ mod dead_letters;
 mod delivery;
 mod egress;
 mod faults;
+mod filters;
 mod formats;
 mod gitops;
 mod idempotency;
