@@ -3,7 +3,7 @@
 //! only after the broker confirmed every one. With an `Idempotency-Key` a
 //! repeat of the request is answered the same and publishes nothing.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use axum::{
     Json,
@@ -12,23 +12,90 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures_util::future::try_join_all;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{ArrayBuilder, OneOfBuilder, Ref, RefOr, schema::Schema},
+};
 
 use super::{
     AppState,
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     extract::JsonBody,
     idempotency::{self, Claim},
 };
 use crate::{
     broker::{headers::Headers, publisher::Destination},
-    event::{Decoded, decode_value},
+    event::{Decoded, Wire, decode_value},
     field_error::FieldError,
 };
 
 /// Events one request may carry.
 pub const MAX_BATCH: usize = 1000;
 
+/// The body: one envelope, or a batch of 1 to [`MAX_BATCH`] (its schema only;
+/// [`decode`] reads it).
+pub struct Events;
+
+impl PartialSchema for Events {
+    fn schema() -> RefOr<Schema> {
+        let event = || Ref::from_schema_name(Wire::name());
+        let batch = ArrayBuilder::new()
+            .items(event())
+            .min_items(Some(1))
+            .max_items(Some(MAX_BATCH));
+        OneOfBuilder::new().item(event()).item(batch).into()
+    }
+}
+
+impl ToSchema for Events {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((Wire::name().into_owned(), Wire::schema()));
+        Wire::schemas(schemas);
+    }
+
+    fn name() -> Cow<'static, str> {
+        "Events".into()
+    }
+}
+
+/// The `Idempotency-Key` header as the document shows it; [`idempotency_key`]
+/// and `idempotency::claim` read it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // describes the header
+pub struct Idempotency {
+    /// A repeat with the same key and body within `api.idempotency_window`
+    /// gets the first answer (`Idempotency-Replayed: true`) and publishes nothing.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    key: Option<String>,
+}
+
+/// The answer: the ids of the events, in the order sent.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    ids: Vec<String>,
+}
+
+/// Publishes events; answers once the broker confirmed every one.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(content = Events, description = "One envelope, or an array of 1 to 1000"),
+    params(Idempotency),
+    responses(
+        (status = 202, description = "Published and confirmed by the broker", body = Accepted,
+            headers(("Idempotency-Replayed" = String,
+                description = "`true` when this is the first answer to the same key, replayed"))),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is still publishing", body = ErrorBody),
+        (status = 413, description = "The body is over `limits.max_event_bytes`", body = ErrorBody),
+        (status = 422, description = "An envelope or the Idempotency-Key broke a rule; `details` names the field", body = ErrorBody),
+        (status = 503, description = "RabbitMQ (or, with an Idempotency-Key, Redis) is unavailable", body = ErrorBody),
+    ),
+)]
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -54,8 +121,8 @@ pub async fn publish(
         None => None,
     };
     publish_all(&state, &decoded).await?;
-    let ids: Vec<&str> = decoded.iter().map(|d| d.event.id.as_str()).collect();
-    let answer = json!({ "ids": ids });
+    let ids = decoded.iter().map(|d| d.event.id.clone()).collect();
+    let answer = serde_json::to_value(Accepted { ids }).expect("ids always serialise");
     if let Some(guard) = guard {
         guard.done(&answer).await;
     }

@@ -29,3 +29,4 @@ mod secrets;
 mod sink;
 mod test_route;
 mod tls;
+mod openapi;
