@@ -51,6 +51,11 @@ step "deploy: the Dockerfile, the compose stack and the Kubernetes manifests, of
 # kubernetes-validate, the operators' CRD schemas) in a virtualenv it makes.
 scripts/check-deploy.sh
 
+step "api: schemathesis against a live herald, every operation of GET /openapi.json"
+# Builds herald, starts it (API role, own prefixes) and fuzzes it against its
+# own OpenAPI document: no 5xx, every answer as documented.
+scripts/check-api.sh
+
 step "cargo fmt --check"
 cargo fmt --check
 

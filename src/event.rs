@@ -29,7 +29,12 @@ pub struct Event {
 /// What a producer may send; everything optional so each rule can name its
 /// field. Its schema is the envelope of the OpenAPI document.
 #[derive(Deserialize, ToSchema)]
-#[schema(as = Event, description = "An event envelope (DESIGN, \"Event envelope\").")]
+#[schema(
+    as = Event,
+    description = "An event envelope.",
+    example = json!({"type": "deployment.failed", "source": "ci",
+                     "labels": {"environment": "production"}, "data": {"build": 42}})
+)]
 pub struct Wire {
     /// Becomes `webhook-id`; a UUIDv7 when absent.
     #[schema(pattern = "^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]

@@ -101,6 +101,7 @@ pub struct Selection {
     reason: Option<String>,
     /// Only the dead letters of these events.
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     event_ids: HashSet<String>,
     /// At most this many, oldest first.
     #[schema(minimum = 1, maximum = 1000)]

@@ -178,7 +178,11 @@ impl From<FieldError> for ApiError {
                 field: Some(err.field),
                 message: err.message,
             }],
-            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::Invalid, message)
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::Invalid,
+                message,
+            )
         }
     }
 }

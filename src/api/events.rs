@@ -68,7 +68,12 @@ impl ToSchema for Events {
 pub struct Idempotency {
     /// A repeat with the same key and body within `api.idempotency_window`
     /// gets the first answer (`Idempotency-Replayed: true`) and publishes nothing.
-    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
     key: Option<String>,
 }
 

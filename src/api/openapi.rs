@@ -55,7 +55,10 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
         content_type = "application/json", body = Object)),
 )]
 pub async fn document() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
 }
 
 /// Adds what every operation shares once the route table has made them: the

@@ -189,10 +189,7 @@ pub async fn create(State(state): State<Arc<AppState>>, JsonBody(body): JsonBody
         (status = 503, description = "Redis is unavailable", body = ErrorBody),
     ),
 )]
-pub async fn get(
-    State(state): State<Arc<AppState>>,
-    Path(Named { name }): Path<Named>,
-) -> Reply {
+pub async fn get(State(state): State<Arc<AppState>>, Path(Named { name }): Path<Named>) -> Reply {
     let sub = stored(&state, &name).await?;
     Ok((StatusCode::OK, Json(sub.public_json())))
 }

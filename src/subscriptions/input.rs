@@ -29,7 +29,9 @@ use crate::field_error::FieldError;
 #[serde(deny_unknown_fields)]
 #[schema(
     as = SubscriptionPatch,
-    description = "Fields of a subscription to change; `null` resets one to its default."
+    description = "Fields of a subscription to change; `null` resets one to its default.",
+    example = json!({"name": "deploys", "url": "https://hooks.example.com/herald",
+                     "events": ["deployment.*"], "selector": "environment=production"})
 )]
 pub struct Input {
     /// Kubernetes name rules: lowercase alphanumerics and '-', 1-63.
@@ -47,7 +49,7 @@ pub struct Input {
     method: Option<Method>,
     /// Exact event types or globs (`deployment.*`, `*`), case-insensitive.
     #[serde_as(as = "Option<Vec<DisplayFromStr>>")]
-    #[schema(value_type = Option<Vec<String>>, nullable = false, min_items = 1)]
+    #[schema(value_type = Option<Vec<EventPatternText>>, nullable = false, min_items = 1)]
     events: Option<Vec<EventPattern>>,
     /// Kubernetes label-selector syntax over the event's labels.
     selector: Option<String>,
@@ -72,6 +74,18 @@ pub struct Input {
     #[schema(value_type = Option<String>, pattern = "^whsec_", write_only)]
     secret: Option<SigningSecret>,
 }
+
+/// An entry of `events` as the OpenAPI document shows it: what
+/// `EventPattern::parse` takes.
+#[derive(ToSchema)]
+#[schema(
+    as = EventPattern,
+    pattern = "^[A-Za-z0-9_*-]+(\\.[A-Za-z0-9_*-]+)*$",
+    min_length = 1,
+    max_length = 128
+)]
+#[allow(dead_code)] // describes EventPattern's text
+pub struct EventPatternText(String);
 
 impl Subscription {
     /// Validates user JSON (a create or a replace). `existing` lends its secrets

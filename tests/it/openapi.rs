@@ -84,7 +84,11 @@ fn every_route_of_the_router_is_in_the_openapi_document_and_back() {
     let routed = router_operations(&format!("{router:?}"));
     let documented = operations(&document);
     // The reader itself: it must see the routes DESIGN names, or it reads nothing.
-    for known in [("POST", "/v1/events"), ("GET", "/healthz"), ("DELETE", "/v1/subscriptions/{name}")] {
+    for known in [
+        ("POST", "/v1/events"),
+        ("GET", "/healthz"),
+        ("DELETE", "/v1/subscriptions/{name}"),
+    ] {
         assert!(
             routed.contains(&(known.0.to_owned(), known.1.to_owned())),
             "the router reader missed {known:?}: {routed:?}"
@@ -116,8 +120,14 @@ async fn the_openapi_document_is_served_without_a_token() {
     let app = TestApp::spawn().await;
     let response = app.http.get(app.url("/openapi.json")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
     let document: Value = response.json().await.unwrap();
     let version = document["openapi"].as_str().unwrap();
     assert!(version.starts_with("3.1."), "{version}");
@@ -128,14 +138,21 @@ async fn the_openapi_document_is_served_without_a_token() {
     for (method, path) in operations(&document) {
         let operation = &document["paths"][&path][method.to_lowercase()];
         if path.starts_with("/v1/") {
-            assert_eq!(operation["security"], json!([{"bearer": []}]), "{method} {path}");
+            assert_eq!(
+                operation["security"],
+                json!([{"bearer": []}]),
+                "{method} {path}"
+            );
             assert_eq!(
                 operation["responses"]["401"]["content"]["application/json"]["schema"]["$ref"],
                 "#/components/schemas/Error",
                 "{method} {path}"
             );
         } else {
-            assert!(operation.get("security").is_none(), "{method} {path} needs no token");
+            assert!(
+                operation.get("security").is_none(),
+                "{method} {path} needs no token"
+            );
         }
     }
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
@@ -170,7 +187,10 @@ async fn every_documented_operation_reaches_its_handler_and_no_other_method_does
             .unwrap();
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert_ne!(status, 405, "{method} {path} is documented, not routed: {body}");
+        assert_ne!(
+            status, 405,
+            "{method} {path} is documented, not routed: {body}"
+        );
         assert_ne!(
             body["error"]["message"], "no such route",
             "{method} {path} is documented, not routed"

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use utoipa::ToSchema;
 
 use crate::{
     broker::{consumer::Message, session::Session, topology::Topology},
