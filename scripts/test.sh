@@ -55,6 +55,11 @@ step "cloudevents: the herald binary against the CloudEvents and Standard Webhoo
 # Events made by the SDK go in every way herald reads them; deliveries are parsed by it.
 scripts/check-cloudevents.sh
 
+step "api: schemathesis against a live herald, every operation of GET /openapi.json"
+# Builds herald, starts it (API role, own prefixes) and fuzzes it against its
+# own OpenAPI document: no 5xx, every answer as documented.
+scripts/check-api.sh
+
 step "cargo fmt --check"
 cargo fmt --check
 

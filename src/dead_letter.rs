@@ -16,8 +16,10 @@ pub const SUBSCRIPTION_HEADER: &str = "x-herald-subscription";
 /// `x-herald-died-at`: when the delivery was given up, in unix milliseconds.
 pub const DIED_AT_HEADER: &str = "x-herald-died-at";
 
-/// Why a delivery ended in `<p>.dead`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a delivery ended in `<p>.dead`. Its schema lists the names
+/// [`DeadReason::as_str`] gives (a test keeps them the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum DeadReason {
     MaxAttempts,
     Gone,
@@ -69,5 +71,13 @@ mod tests {
         ] {
             assert_eq!(DeadReason::parse(r).unwrap().as_str(), r);
         }
+    }
+
+    #[test]
+    fn the_schema_names_the_reasons_as_headers_do() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(DeadReason::schema()).unwrap();
+        let names: Vec<&str> = DeadReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(schema["enum"], serde_json::json!(names));
     }
 }

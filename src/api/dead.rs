@@ -10,19 +10,21 @@ use std::{
     sync::Arc,
 };
 
-use axum::{
-    Json,
-    extract::{Query, State},
-};
-use serde::Deserialize;
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{AppState, error::ApiError, extract::OptionalJsonBody};
+use super::{
+    AppState,
+    error::{ApiError, ErrorBody},
+    extract::{OptionalJsonBody, Query},
+};
 use crate::{
     broker::session::Session,
     dead_letter::DeadReason,
     delivery::dead::{
-        log::{self, Filter, Record},
+        log::{self, Filter, Listing, Record},
         replay::{self, ReplayError},
     },
     field_error::FieldError,
@@ -31,6 +33,24 @@ use crate::{
 /// Dead letters one page shows unless asked for fewer; the most it shows.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
+
+/// `GET /v1/dead`'s query parameters as the OpenAPI document shows them;
+/// [`ListQuery::read`] reads them (and refuses any other).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // describes the query; ListQuery::read reads it
+pub struct ListParams {
+    /// Only this subscription's dead letters.
+    subscription: Option<String>,
+    /// Only dead letters with this `x-herald-reason`.
+    #[param(value_type = Option<DeadReason>)]
+    reason: Option<String>,
+    /// Dead letters on one page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// `next_cursor` of the page before.
+    cursor: Option<u64>,
+}
 
 /// `GET /v1/dead`'s query: `subscription`, `reason`, `limit`, `cursor`.
 struct ListQuery {
@@ -68,21 +88,52 @@ fn number<T: FromStr>(name: &str, text: Option<String>) -> Result<Option<T>, Fie
     .transpose()
 }
 
-/// What replay and purge act on: the filters of a listing, or event ids.
-#[derive(Deserialize)]
+/// What replay and purge act on: the filters of a listing, or event ids;
+/// nothing (or no body) selects every dead letter.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Selection {
+#[schema(as = DeadSelection)]
+pub struct Selection {
+    /// Only this subscription's dead letters.
     subscription: Option<String>,
+    /// Only dead letters with this `x-herald-reason`.
+    #[schema(value_type = Option<DeadReason>)]
     reason: Option<String>,
+    /// Only the dead letters of these events.
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     event_ids: HashSet<String>,
+    /// At most this many, oldest first.
+    #[schema(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+/// One page of dead letters.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeadLetterPage)]
+pub struct Page {
+    items: Vec<Listing>,
+    /// The `cursor` of the next page; `null` on the last.
+    next_cursor: Option<u64>,
+}
+
+/// Lists the dead letters waiting, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/dead",
+    tag = "dead letters",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page", body = Page),
+        (status = 400, description = "The query string cannot be read", body = ErrorBody),
+        (status = 422, description = "A query parameter broke a rule, or is unknown; `details` names it", body = ErrorBody),
+        (status = 503, description = "RabbitMQ is unavailable", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page>, ApiError> {
     let query = ListQuery::read(params)?;
     let session = state.link.session()?;
     let page = log::list(
@@ -94,30 +145,82 @@ pub async fn list(
     )
     .await
     .map_err(unavailable)?;
-    let items: Vec<Value> = page.records.iter().map(Record::json).collect();
-    Ok(Json(json!({"items": items, "next_cursor": page.next})))
+    Ok(Json(Page {
+        items: page.records.iter().map(Record::listing).collect(),
+        next_cursor: page.next,
+    }))
 }
 
+/// What a replay or a purge settled.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeadSettled)]
+pub struct Settled {
+    /// How many were replayed (on `POST /v1/dead/replay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<usize>,
+    /// How many were purged (on `POST /v1/dead/purge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purged: Option<usize>,
+    items: Vec<Listing>,
+}
+
+/// Puts the selected dead letters back into delivery, attempts starting over.
+#[utoipa::path(
+    post,
+    path = "/v1/dead/replay",
+    tag = "dead letters",
+    request_body(content = Option<Selection>, description = "What to replay; no body replays every one"),
+    responses(
+        (status = 200, description = "Replayed", body = Settled),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 409, description = "Nothing replayed: a selected dead letter cannot be (`details` says why)", body = ErrorBody),
+        (status = 413, description = "The body is over `limits.max_event_bytes`", body = ErrorBody),
+        (status = 422, description = "A field broke a rule; `details` names it", body = ErrorBody),
+        (status = 503, description = "RabbitMQ or Redis is unavailable", body = ErrorBody),
+    ),
+)]
 pub async fn replay(
     State(state): State<Arc<AppState>>,
     OptionalJsonBody(body): OptionalJsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Settled>, ApiError> {
     let (session, records) = chosen(&state, &body).await?;
     replay::replay(&session, &state.topology, &state.store, &records)
         .await
         .map_err(replay_error)?;
-    Ok(Json(settled("replayed", &records)))
+    Ok(Json(Settled {
+        replayed: Some(records.len()),
+        purged: None,
+        items: records.iter().map(Record::listing).collect(),
+    }))
 }
 
+/// Drops the selected dead letters on purpose.
+#[utoipa::path(
+    post,
+    path = "/v1/dead/purge",
+    tag = "dead letters",
+    request_body(content = Option<Selection>, description = "What to purge; no body purges every one"),
+    responses(
+        (status = 200, description = "Purged", body = Settled),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 413, description = "The body is over `limits.max_event_bytes`", body = ErrorBody),
+        (status = 422, description = "A field broke a rule; `details` names it", body = ErrorBody),
+        (status = 503, description = "RabbitMQ is unavailable", body = ErrorBody),
+    ),
+)]
 pub async fn purge(
     State(state): State<Arc<AppState>>,
     OptionalJsonBody(body): OptionalJsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Settled>, ApiError> {
     let (session, records) = chosen(&state, &body).await?;
     replay::purge(&session, &state.topology, &records)
         .await
         .map_err(replay_error)?;
-    Ok(Json(settled("purged", &records)))
+    Ok(Json(Settled {
+        replayed: None,
+        purged: Some(records.len()),
+        items: records.iter().map(Record::listing).collect(),
+    }))
 }
 
 /// The dead letters a replay or purge body selects, and the session to act on.
@@ -128,11 +231,6 @@ async fn chosen(state: &AppState, body: &Value) -> Result<(Arc<Session>, Vec<Rec
         .await
         .map_err(unavailable)?;
     Ok((session, records))
-}
-
-fn settled(how: &str, records: &[Record]) -> Value {
-    let items: Vec<Value> = records.iter().map(Record::json).collect();
-    json!({ how: records.len(), "items": items })
 }
 
 fn selection(body: &Value) -> Result<(Filter, Option<usize>), ApiError> {

@@ -5,7 +5,7 @@
 //! Structured-mode CloudEvents are read like envelopes (`event::cloudevents`),
 //! alone or in a batch, and must be CloudEvents when the content type says so.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use axum::{
     Json,
@@ -14,17 +14,22 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures_util::future::try_join_all;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{ArrayBuilder, OneOfBuilder, Ref, RefOr, schema::Schema},
+};
 
 use super::{
     AppState,
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     extract::JsonBody,
     idempotency::{self, Claim},
 };
 use crate::{
     broker::{headers::Headers, publisher::Destination},
-    event::{Decoded, decode_value, is_cloudevent},
+    event::{Decoded, Wire, cloudevents::StructuredSchema, decode_value, is_cloudevent},
     field_error::FieldError,
 };
 
@@ -34,6 +39,115 @@ const CLOUDEVENTS_BATCH: &str = "application/cloudevents-batch+json";
 /// Events one request may carry.
 pub const MAX_BATCH: usize = 1000;
 
+/// The body: one envelope or CloudEvent, or a batch of 1 to [`MAX_BATCH`] of
+/// them (its schema only; [`decode`] reads it).
+pub struct Events;
+
+impl PartialSchema for Events {
+    fn schema() -> RefOr<Schema> {
+        let event = || {
+            OneOfBuilder::new()
+                .item(Ref::from_schema_name(Wire::name()))
+                .item(Ref::from_schema_name(StructuredSchema::name()))
+        };
+        let batch = ArrayBuilder::new()
+            .items(event())
+            .min_items(Some(1))
+            .max_items(Some(MAX_BATCH));
+        event().item(batch).into()
+    }
+}
+
+impl ToSchema for Events {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((Wire::name().into_owned(), Wire::schema()));
+        Wire::schemas(schemas);
+        schemas.push((
+            StructuredSchema::name().into_owned(),
+            StructuredSchema::schema(),
+        ));
+        StructuredSchema::schemas(schemas);
+    }
+
+    fn name() -> Cow<'static, str> {
+        "Events".into()
+    }
+}
+
+/// An `application/cloudevents-batch+json` body (its schema only).
+pub struct CloudEventBatch;
+
+impl PartialSchema for CloudEventBatch {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(Ref::from_schema_name(StructuredSchema::name()))
+            .min_items(Some(1))
+            .max_items(Some(MAX_BATCH))
+            .into()
+    }
+}
+
+impl ToSchema for CloudEventBatch {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((
+            StructuredSchema::name().into_owned(),
+            StructuredSchema::schema(),
+        ));
+    }
+
+    fn name() -> Cow<'static, str> {
+        "CloudEventBatch".into()
+    }
+}
+
+/// The `Idempotency-Key` header as the document shows it; [`idempotency_key`]
+/// and `idempotency::claim` read it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // describes the header
+pub struct Idempotency {
+    /// A repeat with the same key and body within `api.idempotency_window`
+    /// gets the first answer (`Idempotency-Replayed: true`) and publishes nothing.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    key: Option<String>,
+}
+
+/// The answer: the ids of the events, in the order sent.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    ids: Vec<String>,
+}
+
+/// Publishes events; answers once the broker confirmed every one.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(
+        description = "One envelope or CloudEvent, or an array of 1 to 1000 of them",
+        content(
+            (Events = "application/json"),
+            (StructuredSchema = "application/cloudevents+json"),
+            (CloudEventBatch = "application/cloudevents-batch+json"),
+        ),
+    ),
+    params(Idempotency),
+    responses(
+        (status = 202, description = "Published and confirmed by the broker", body = Accepted,
+            headers(("Idempotency-Replayed" = String,
+                description = "`true` when this is the first answer to the same key, replayed"))),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is still publishing", body = ErrorBody),
+        (status = 413, description = "The body is over `limits.max_event_bytes`", body = ErrorBody),
+        (status = 422, description = "An envelope or the Idempotency-Key broke a rule; `details` names the field", body = ErrorBody),
+        (status = 503, description = "RabbitMQ (or, with an Idempotency-Key, Redis) is unavailable", body = ErrorBody),
+    ),
+)]
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -60,8 +174,8 @@ pub async fn publish(
         None => None,
     };
     publish_all(&state, &decoded).await?;
-    let ids: Vec<&str> = decoded.iter().map(|d| d.event.id.as_str()).collect();
-    let answer = json!({ "ids": ids });
+    let ids = decoded.iter().map(|d| d.event.id.clone()).collect();
+    let answer = serde_json::to_value(Accepted { ids }).expect("ids always serialise");
     if let Some(guard) = guard {
         guard.done(&answer).await;
     }

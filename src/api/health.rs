@@ -9,15 +9,65 @@ use axum::{
     http::{StatusCode, header},
     response::IntoResponse,
 };
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// `/healthz`: the process runs.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    status: &'static str,
 }
 
-pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+/// `/readyz`: what this process waits for, if anything.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    ready: bool,
+    /// What is missing: `broker`, `redis`, `snapshot`, `subscription_store_reset`.
+    missing: Vec<&'static str>,
+    checks: Checks,
+    /// Subscriptions in this process's snapshot.
+    subscriptions: usize,
+    /// The store's change counter the snapshot reflects.
+    snapshot_version: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Checks {
+    /// `ok` or `disconnected`.
+    broker: &'static str,
+    /// `ok` or `disconnected`.
+    redis: &'static str,
+    /// `ok` or `not loaded`.
+    snapshot: &'static str,
+    /// Redis came back empty; the snapshot is kept until the store is written again.
+    subscription_store_reset: bool,
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process runs", body = Health)),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: 200 when connected to RabbitMQ and Redis with the subscription snapshot loaded.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready; `missing` says what it waits for", body = Readiness),
+    ),
+)]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
     let broker = state.connectivity.all_up();
     let subs = &state.subscriptions;
     let redis = subs.redis_connected();
@@ -38,19 +88,19 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
     }
     let ready = missing.is_empty();
     let snapshot_now = subs.load();
-    let state_of = |ok: bool, bad: &str| if ok { "ok".to_owned() } else { bad.to_owned() };
-    let body = json!({
-        "ready": ready,
-        "missing": missing,
-        "checks": {
-            "broker": state_of(broker, "disconnected"),
-            "redis": state_of(redis, "disconnected"),
-            "snapshot": state_of(snapshot, "not loaded"),
-            "subscription_store_reset": reset,
+    let state_of = |ok: bool, bad: &'static str| if ok { "ok" } else { bad };
+    let body = Readiness {
+        ready,
+        missing,
+        checks: Checks {
+            broker: state_of(broker, "disconnected"),
+            redis: state_of(redis, "disconnected"),
+            snapshot: state_of(snapshot, "not loaded"),
+            subscription_store_reset: reset,
         },
-        "subscriptions": snapshot_now.len(),
-        "snapshot_version": snapshot_now.version,
-    });
+        subscriptions: snapshot_now.len(),
+        snapshot_version: snapshot_now.version,
+    };
     let status = if ready {
         StatusCode::OK
     } else {
@@ -59,6 +109,14 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
     (status, Json(body))
 }
 
+/// Prometheus metrics, `herald_*`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format",
+        content_type = "text/plain; version=0.0.4", body = String)),
+)]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     // Gauges of state are read at scrape time: never stale, no timer needed.
     let (metrics, subscriptions) = (&state.metrics, &state.subscriptions);

@@ -1,5 +1,6 @@
-//! The HTTP API on `api.listen`: the route table in DESIGN's order, the
-//! shared state handlers see, and the body limit.
+//! The HTTP API on `api.listen`: the route table in DESIGN's order (each route
+//! with its operation in the OpenAPI document), the shared state handlers see,
+//! the token check, the body limit, and JSON answers for unknown routes.
 
 mod auth;
 mod dead;
@@ -8,18 +9,17 @@ mod events;
 mod extract;
 mod health;
 mod idempotency;
+mod openapi;
 mod subscriptions;
 mod test_delivery;
 
 use std::sync::Arc;
 
-use axum::{
-    Router,
-    extract::DefaultBodyLimit,
-    middleware,
-    routing::{get, post},
-};
+use axum::{Router, extract::DefaultBodyLimit, middleware};
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+use self::error::ApiError;
 use crate::{
     broker::{connectivity::Connectivity, link::Link, topology::Topology},
     config::Config,
@@ -52,44 +52,49 @@ pub enum Routes {
     HealthAndMetrics,
 }
 
-pub fn router(state: Arc<AppState>, routes: Routes) -> Router {
-    let v1 = Router::new()
-        .route("/v1/events", post(events::publish))
-        .route(
-            "/v1/subscriptions",
-            get(subscriptions::list).post(subscriptions::create),
-        )
-        .route(
-            "/v1/subscriptions/{name}",
-            get(subscriptions::get)
-                .put(subscriptions::put)
-                .patch(subscriptions::patch)
-                .delete(subscriptions::delete),
-        )
-        .route(
-            "/v1/subscriptions/{name}/secret",
-            get(subscriptions::secret),
-        )
-        .route(
-            "/v1/subscriptions/{name}/secret/rotate",
-            post(subscriptions::rotate),
-        )
-        .route("/v1/subscriptions/{name}/test", post(test_delivery::send))
-        .route("/v1/dead", get(dead::list))
-        .route("/v1/dead/replay", post(dead::replay))
-        .route("/v1/dead/purge", post(dead::purge))
+/// The routes a process serves and the OpenAPI document of them, made from
+/// one table: each `routes!` entry adds a handler to the router and its
+/// `#[utoipa::path]` operation to the document. `router` adds no route, only
+/// the state, the token check and the limits.
+pub fn routes(routes: Routes) -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    let health = OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics));
+    let table = match routes {
+        Routes::All => OpenApiRouter::with_openapi(openapi::Base::openapi())
+            .routes(routes!(events::publish))
+            .routes(routes!(subscriptions::list, subscriptions::create))
+            .routes(routes!(
+                subscriptions::get,
+                subscriptions::put,
+                subscriptions::patch,
+                subscriptions::delete
+            ))
+            .routes(routes!(subscriptions::secret))
+            .routes(routes!(subscriptions::rotate))
+            .routes(routes!(test_delivery::send))
+            .routes(routes!(dead::list))
+            .routes(routes!(dead::replay))
+            .routes(routes!(dead::purge))
+            .routes(routes!(openapi::document))
+            .merge(health),
+        Routes::HealthAndMetrics => health,
+    };
+    let (router, mut document) = table.split_for_parts();
+    openapi::finish(&mut document);
+    (router, document)
+}
+
+pub fn router(state: Arc<AppState>, which: Routes) -> Router {
+    let (router, _) = routes(which);
+    router
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
-        ));
-    let base = if routes == Routes::All {
-        Router::new().merge(v1)
-    } else {
-        Router::new()
-    };
-    base.route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        ))
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.config.limits.max_event_bytes))
         .with_state(state)
 }

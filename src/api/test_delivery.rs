@@ -4,28 +4,64 @@
 
 use std::{sync::Arc, time::Instant};
 
-use axum::{
-    Json,
-    body::Bytes,
-    extract::{Path, State},
-};
+use axum::{Json, extract::State};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-use super::{AppState, error::ApiError, subscriptions::stored};
+use super::{
+    AppState,
+    error::{ApiError, ErrorBody},
+    extract::{OptionalJsonBody, Path},
+    subscriptions::{Named, stored},
+};
 use crate::{
     delivery::{request::signed_request, task::DeliveryTask},
-    event::{self, Event},
+    event::{self, Event, Wire},
     subscriptions::template::{RenderError, Templates},
 };
 
 /// Characters of the endpoint's answer shown in the reply.
 const SHOWN_BODY_CHARS: usize = 4096;
 
+/// What one test delivery came to. A failed delivery is a 200 too: `ok` says.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TestDelivery)]
+pub struct Outcome {
+    /// The endpoint answered 2xx.
+    ok: bool,
+    /// The endpoint's HTTP status; `null` when it did not answer.
+    status: Option<u16>,
+    duration_ms: f64,
+    /// The start of the endpoint's answer (up to 4096 characters).
+    response_body: String,
+    /// Why there was no answer (refused target, timeout, render error); else `null`.
+    error: Option<String>,
+}
+
+/// Delivers one event now, synchronously, with the subscription's format,
+/// headers and signature. Nothing is enqueued, retried or counted.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{name}/test",
+    tag = "subscriptions",
+    params(Named),
+    request_body(content = Option<Wire>,
+        description = "The envelope to send; without a body, a `herald.test` sample"),
+    responses(
+        (status = 200, description = "The delivery was tried; `ok` says how it went", body = Outcome),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 404, description = "No subscription has this name", body = ErrorBody),
+        (status = 413, description = "The body is over `limits.max_event_bytes`", body = ErrorBody),
+        (status = 422, description = "The envelope broke a rule; `details` names the field", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    ),
+)]
 pub async fn send(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    Path(Named { name }): Path<Named>,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> Result<Json<Outcome>, ApiError> {
     let sub = stored(&state, &name).await?;
     let event = sample_or(&body)?;
     let body = event.to_json().into();
@@ -43,27 +79,27 @@ pub async fn send(
     Ok(Json(match result {
         Ok(response) => {
             let text = String::from_utf8_lossy(&response.body);
-            json!({
-                "ok": (200..300).contains(&response.status),
-                "status": response.status,
-                "duration_ms": duration_ms,
-                "response_body": text.chars().take(SHOWN_BODY_CHARS).collect::<String>(),
-                "error": null,
-            })
+            Outcome {
+                ok: (200..300).contains(&response.status),
+                status: Some(response.status),
+                duration_ms,
+                response_body: text.chars().take(SHOWN_BODY_CHARS).collect(),
+                error: None,
+            }
         }
-        Err(err) => json!({
-            "ok": false,
-            "status": null,
-            "duration_ms": duration_ms,
-            "response_body": "",
-            "error": err,
-        }),
+        Err(err) => Outcome {
+            ok: false,
+            status: None,
+            duration_ms,
+            response_body: String::new(),
+            error: Some(err),
+        },
     }))
 }
 
-/// The body's envelope, or a `herald.test` sample when the body is empty.
-fn sample_or(body: &[u8]) -> Result<Event, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+/// The body's envelope, or a `herald.test` sample when there is no body.
+fn sample_or(body: &Value) -> Result<Event, ApiError> {
+    if body.is_null() {
         let sample = json!({
             "type": "herald.test",
             "source": "herald",
@@ -71,7 +107,5 @@ fn sample_or(body: &[u8]) -> Result<Event, ApiError> {
         });
         return Ok(event::decode_value(&sample)?.event);
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
-    Ok(event::decode_value(&value)?.event)
+    Ok(event::decode_value(body)?.event)
 }

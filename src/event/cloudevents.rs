@@ -19,6 +19,7 @@ use std::{borrow::Cow, collections::BTreeMap};
 
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use super::{Event, check_id, check_type, parse_time};
 use crate::field_error::FieldError;
@@ -43,6 +44,43 @@ const CORE: [&str; 10] = [
 /// `cloudEvents_` for clients that refuse a colon), and HTTP's `ce-` (with `ce_`)
 /// as bridges copy them.
 const HEADER_PREFIXES: [&str; 4] = ["cloudEvents:", "cloudEvents_", "ce-", "ce_"];
+
+/// A structured-mode CloudEvent as the OpenAPI document shows it;
+/// [`structured`] reads one from its members.
+#[derive(ToSchema)]
+#[schema(
+    as = CloudEvent,
+    description = "A CloudEvents 1.0 event in structured mode; `subject` and extension attributes become labels.",
+    example = json!({"specversion": "1.0", "id": "A234-1234-1234", "source": "/shop/orders",
+                     "type": "com.example.order.created", "subject": "order/42", "tenant": "acme",
+                     "datacontenttype": "application/json", "data": {"total": 12.5}})
+)]
+#[allow(dead_code)] // describes the body
+pub struct StructuredSchema {
+    #[schema(pattern = "^1\\.0$")]
+    specversion: String,
+    #[schema(min_length = 1)]
+    id: String,
+    #[schema(min_length = 1)]
+    source: String,
+    /// Lowercased, characters outside `a-z0-9_-.` replaced by `-`.
+    #[schema(rename = "type", min_length = 1)]
+    event_type: String,
+    #[schema(format = DateTime)]
+    time: Option<String>,
+    subject: Option<String>,
+    datacontenttype: Option<String>,
+    dataschema: Option<String>,
+    /// The payload, any JSON.
+    #[schema(value_type = Option<serde_json::Value>)]
+    data: Option<Box<RawValue>>,
+    /// Binary data, kept as this base64 text.
+    data_base64: Option<String>,
+    /// Extension attributes: lowercase `a-z0-9` names, string, number or boolean values.
+    #[serde(flatten)]
+    #[schema(value_type = BTreeMap<String, serde_json::Value>)]
+    extensions: BTreeMap<String, Box<RawValue>>,
+}
 
 /// A structured-mode event: `attributes` are its top-level members, unparsed.
 pub(super) fn structured(

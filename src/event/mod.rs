@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use utoipa::ToSchema;
 
 use crate::field_error::FieldError;
 
@@ -28,18 +29,44 @@ pub struct Event {
     pub data: Option<Box<RawValue>>,
 }
 
-/// What a producer may send; everything optional so each rule can name its field.
-#[derive(Deserialize)]
-struct Wire {
+/// What a producer may send; everything optional so each rule can name its
+/// field. Its schema is the envelope of the OpenAPI document.
+#[derive(Deserialize, ToSchema)]
+#[schema(
+    as = Event,
+    description = "An event envelope.",
+    example = json!({"type": "deployment.failed", "source": "ci",
+                     "labels": {"environment": "production"}, "data": {"build": 42}})
+)]
+pub struct Wire {
+    /// Becomes `webhook-id`; a UUIDv7 when absent.
+    #[schema(pattern = "^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]
     id: Option<String>,
+    /// Dot-separated segments of `a-z0-9_-`, e.g. `deployment.failed`.
     #[serde(rename = "type")]
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$",
+        min_length = 1,
+        max_length = 128
+    )]
     event_type: Option<String>,
+    /// Who produced it.
     source: Option<String>,
+    /// RFC 3339; the ingest time when absent.
+    #[schema(format = DateTime)]
     time: Option<String>,
+    /// What subscription selectors match.
     labels: Option<BTreeMap<String, String>>,
+    /// The payload, any JSON.
+    #[schema(value_type = Option<serde_json::Value>)]
     data: Option<Box<RawValue>>,
+    /// `true`: deliver to no subscription.
     webhooks_disabled: Option<bool>,
-    /// Present: the object is a structured-mode CloudEvent, read by `cloudevents`.
+    /// Present: the object is a structured-mode CloudEvent, read by `cloudevents`
+    /// (the document shows those as `CloudEvent`).
+    #[schema(ignore)]
     specversion: Option<serde::de::IgnoredAny>,
 }
 

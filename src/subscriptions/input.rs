@@ -9,6 +9,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_with::{DisplayFromStr, serde_as};
+use utoipa::ToSchema;
 
 use super::{
     filter::Filter,
@@ -21,31 +22,75 @@ use super::{
 use crate::field_error::FieldError;
 
 /// What a user may send. Everything is optional here so that a missing
-/// required field is named as such, and `null` means the same as absent.
+/// required field is named as such, and `null` means the same as absent. Its
+/// schema is the body of a merge patch; the API requires `name`, `url` and
+/// `events` of a create (`url` and `events` of a replace) on top.
 #[serde_as]
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Input {
+#[schema(
+    as = SubscriptionPatch,
+    description = "Fields of a subscription to change; `null` resets one to its default.",
+    example = json!({"name": "deploys", "url": "https://hooks.example.com/herald",
+                     "events": ["deployment.*"], "selector": "environment=production"})
+)]
+pub struct Input {
+    /// Kubernetes name rules: lowercase alphanumerics and '-', 1-63.
+    #[schema(
+        nullable = false,
+        pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length = 63
+    )]
     name: Option<String>,
     description: Option<String>,
+    /// http or https; may hold `{{ credential('NAME') }}`.
+    #[schema(nullable = false, pattern = "^https?://")]
     url: Option<String>,
+    /// `POST` when absent.
     method: Option<Method>,
+    /// Exact event types or globs (`deployment.*`, `*`), case-insensitive.
     #[serde_as(as = "Option<Vec<DisplayFromStr>>")]
+    #[schema(value_type = Option<Vec<EventPatternText>>, nullable = false, min_items = 1)]
     events: Option<Vec<EventPattern>>,
+    /// Kubernetes label-selector syntax over the event's labels.
     selector: Option<String>,
+    /// A condition on the event's attributes and `data` (README, "Filters").
     filter: Option<String>,
+    /// `json` when absent.
     format: Option<Format>,
+    /// How `format: cloudevents` is sent: `structured` when absent, or `binary`.
     cloudevents_mode: Option<CloudEventsMode>,
     /// The body for `template`; the message text for `slack` and `teams`.
     template: Option<String>,
+    /// The content type of a `template` body (default `application/json`).
     content_type: Option<String>,
+    /// Extra request headers; values may be templates and use `credential()`.
     headers: Option<BTreeMap<String, String>>,
+    /// `true` when absent.
     enabled: Option<bool>,
+    /// Per-attempt timeout, a human duration from `1ms` to `5m`.
     timeout: Option<String>,
+    #[schema(minimum = 1, maximum = 100)]
     max_attempts: Option<u64>,
+    /// Deliveries per second across every worker.
+    #[schema(exclusive_minimum = 0, maximum = 1_000_000)]
     rate_limit: Option<f64>,
+    /// The signing secret, `whsec_<base64>`; generated when absent.
+    #[schema(value_type = Option<String>, pattern = "^whsec_", write_only)]
     secret: Option<SigningSecret>,
 }
+
+/// An entry of `events` as the OpenAPI document shows it: what
+/// `EventPattern::parse` takes.
+#[derive(ToSchema)]
+#[schema(
+    as = EventPattern,
+    pattern = "^[A-Za-z0-9_*-]+(\\.[A-Za-z0-9_*-]+)*$",
+    min_length = 1,
+    max_length = 128
+)]
+#[allow(dead_code)] // describes EventPattern's text
+pub struct EventPatternText(String);
 
 impl Subscription {
     /// Validates user JSON (a create or a replace). `existing` lends its secrets

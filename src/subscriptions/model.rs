@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_with::{DisplayFromStr, serde_as, skip_serializing_none};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use super::{pattern::EventPattern, signature::SigningSecret};
 use crate::field_error::FieldError;
@@ -16,10 +17,12 @@ use crate::field_error::FieldError;
 pub const PREVIOUS_SECRET_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// A subscription as stored in Redis (`<rp>:subscriptions`, name -> this as
-/// JSON). Fields that are `None` are left out of the JSON.
+/// JSON). Fields that are `None` are left out of the JSON. Its schema is what
+/// the API shows: everything but the secrets (`public_json`).
 #[serde_as]
 #[skip_serializing_none]
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(description = "A webhook subscription, as the API shows it: never its secrets.")]
 pub struct Subscription {
     pub name: String,
     pub description: Option<String>,
@@ -27,6 +30,7 @@ pub struct Subscription {
     pub method: Method,
     /// Lowercased; matching is case-insensitive.
     #[serde_as(as = "Vec<DisplayFromStr>")]
+    #[schema(value_type = Vec<String>)]
     pub events: Vec<EventPattern>,
     pub selector: Option<String>,
     /// A condition on the event's attributes and `data` (see `filter`).
@@ -41,12 +45,16 @@ pub struct Subscription {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     pub enabled: bool,
+    /// A human duration (`2s`, `500ms`).
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>)]
     pub timeout: Option<Duration>,
     pub max_attempts: Option<u32>,
     /// Deliveries per second across every worker of the deployment.
     pub rate_limit: Option<f64>,
+    #[schema(ignore)]
     pub secret: SigningSecret,
+    #[schema(ignore)]
     pub previous_secret: Option<PreviousSecret>,
 }
 
@@ -59,7 +67,7 @@ pub struct PreviousSecret {
 }
 
 /// The HTTP method of a delivery, named in any case (`post`, `POST`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE", try_from = "String")]
 pub enum Method {
     Post,
@@ -91,7 +99,7 @@ impl TryFrom<String> for Method {
 }
 
 /// The shape of a delivery's body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Format {
     Json,
@@ -134,7 +142,7 @@ impl TryFrom<String> for Format {
 
 /// CloudEvents' HTTP content modes: the whole event as a JSON body, or its
 /// attributes in `ce-*` headers and its data as the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CloudEventsMode {
     #[default]

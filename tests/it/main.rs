@@ -4,6 +4,7 @@
 
 mod support;
 
+mod api_errors;
 mod api_events;
 mod api_subscriptions;
 mod auto_disable;
@@ -23,6 +24,7 @@ mod isolation;
 mod layers;
 mod matching;
 mod observability_files;
+mod openapi;
 mod outcome_events;
 mod prometheus;
 mod rejected;

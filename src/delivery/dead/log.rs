@@ -6,8 +6,10 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use utoipa::ToSchema;
 
 use crate::{
     broker::{consumer::Message, session::Session, topology::Topology},
@@ -68,19 +70,46 @@ impl Record {
     }
 
     /// What listing shows of it (not the body).
-    pub fn json(&self) -> Value {
-        json!({
-            "offset": self.offset,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "subscription": self.subscription,
-            "reason": self.reason,
-            "attempts": self.attempts,
-            "last_status": self.last_status,
-            "last_error": self.last_error,
-            "died_at": self.died_at.and_then(|t| t.format(&Rfc3339).ok()),
-        })
+    pub fn listing(&self) -> Listing {
+        Listing {
+            offset: self.offset,
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            subscription: self.subscription.clone(),
+            reason: self.reason.clone(),
+            attempts: self.attempts,
+            last_status: self.last_status,
+            last_error: self.last_error.clone(),
+            died_at: self.died_at.and_then(|t| t.format(&Rfc3339).ok()),
+        }
     }
+
+    /// [`Record::listing`] as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::to_value(self.listing()).expect("a Listing always serialises")
+    }
+}
+
+/// A dead letter as `herald dead list` and `GET /v1/dead` show it. A field
+/// the dead letter does not carry is `null`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DeadLetter)]
+pub struct Listing {
+    /// Its place in the log (`<p>.dead.log`), oldest first.
+    pub offset: u64,
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub subscription: Option<String>,
+    /// `x-herald-reason`: `max_attempts`, `gone`, `subscription_disabled`,
+    /// `forbidden_target`, `render_error` or `poison`.
+    pub reason: Option<String>,
+    pub attempts: Option<i64>,
+    /// The HTTP status of the last attempt; `null` when none answered.
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    /// When the delivery was given up (RFC 3339).
+    #[schema(format = DateTime)]
+    pub died_at: Option<String>,
 }
 
 /// Which dead letters to list, replay or purge; empty selects all.
