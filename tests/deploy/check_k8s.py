@@ -568,11 +568,22 @@ def validate_custom(rendered: Rendered, report: Report) -> None:
 
 @functools.cache
 def shared_routes() -> set[str]:
-    """Routes every role serves: those chained onto `base` in api::router."""
+    """Routes every role serves: the handlers of the `health` table in api::routes,
+    each at the path of its `#[utoipa::path(...)]`."""
     text = API_ROUTES_SRC.read_text()
-    start = text.find("base.route(")
-    end = text.find(".with_state", start)
-    return set(re.findall(r'\.route\(\s*"([^"]+)"', text[start - 1 : end])) if start >= 0 else set()
+    start = text.find("let health = ")
+    end = text.find(";", start)
+    if start < 0:
+        return set()
+    routes = set()
+    for module, handler in re.findall(r"routes!\(\s*(\w+)::(\w+)\s*\)", text[start:end]):
+        source = (API_ROUTES_SRC.parent / f"{module}.rs").read_text()
+        at = source.find(f"pub async fn {handler}(")
+        attribute = source.rfind("#[utoipa::path(", 0, at)
+        path = re.search(r'\bpath\s*=\s*"([^"]+)"', source[attribute:at]) if at >= 0 and attribute >= 0 else None
+        if path:
+            routes.add(path.group(1))
+    return routes
 
 
 def check_hardening(rendered: Rendered, report: Report) -> None:
