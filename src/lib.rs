@@ -5,13 +5,13 @@
 //! ```text
 //! producer -> <p>.events (exchange + queue)          broker::topology
 //!   consume, settle each message (ack | requeue)      broker::consumer
-//!   FAN-OUT  decode + validate (invalid -> rejected)  event, ingest::{fanout, reject}
-//!            match the snapshot                       subscriptions::{snapshot, pattern, selector}
+//!   FAN-OUT  decode + validate (invalid -> rejected)  event::{self, cloudevents}, ingest::{fanout, reject}
+//!            match the snapshot                       subscriptions::{snapshot, pattern, selector, filter}
 //!            each match down the one delivery path    delivery::deliverer
 //! <p>.deliveries, delay queues
 //!   DELIVER  look the subscription up again           delivery::deliverer
 //!            attempt here | hand off | park at cap    delivery::route
-//!            render -> sign -> HTTP                   delivery::{attempt, request, render, http}
+//!            render -> sign -> HTTP                   delivery::{attempt, request, render, cloudevents, http}
 //!            2xx | retry via delay queue | dead       delivery::{outcome, retry, dead}
 //!            confirmed, then the message is acked     broker::{publisher, consumer}
 //! ```

@@ -24,7 +24,7 @@ use crate::{
     broker::session::Session,
     dead_letter::DeadReason,
     delivery::dead::{
-        log::{self, Filter, Listing, Record},
+        log::{self, Filter, Record},
         replay::{self, ReplayError},
     },
     field_error::FieldError,
@@ -112,7 +112,7 @@ pub struct Selection {
 #[derive(Serialize, ToSchema)]
 #[schema(as = DeadLetterPage)]
 pub struct Page {
-    items: Vec<Listing>,
+    items: Vec<Record>,
     /// The `cursor` of the next page; `null` on the last.
     next_cursor: Option<u64>,
 }
@@ -146,7 +146,7 @@ pub async fn list(
     .await
     .map_err(unavailable)?;
     Ok(Json(Page {
-        items: page.records.iter().map(Record::listing).collect(),
+        items: page.records,
         next_cursor: page.next,
     }))
 }
@@ -161,7 +161,7 @@ pub struct Settled {
     /// How many were purged (on `POST /v1/dead/purge`).
     #[serde(skip_serializing_if = "Option::is_none")]
     purged: Option<usize>,
-    items: Vec<Listing>,
+    items: Vec<Record>,
 }
 
 /// Puts the selected dead letters back into delivery, attempts starting over.
@@ -190,7 +190,7 @@ pub async fn replay(
     Ok(Json(Settled {
         replayed: Some(records.len()),
         purged: None,
-        items: records.iter().map(Record::listing).collect(),
+        items: records,
     }))
 }
 
@@ -219,7 +219,7 @@ pub async fn purge(
     Ok(Json(Settled {
         replayed: None,
         purged: Some(records.len()),
-        items: records.iter().map(Record::listing).collect(),
+        items: records,
     }))
 }
 

@@ -19,26 +19,15 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::event::{Event, cloudevents::SPECVERSION};
+use crate::event::{
+    Event,
+    cloudevents::{CORE_ATTRIBUTES, SPECVERSION, is_attribute_name},
+};
 
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 const DATA_CONTENT_TYPE: &str = "application/json";
 /// The `source` of an event that names none.
 const DEFAULT_SOURCE: &str = "herald";
-
-/// Attribute names of the spec itself: no label may pose as one.
-const RESERVED: [&str; 10] = [
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "time",
-    "subject",
-    "datacontenttype",
-    "dataschema",
-    "data",
-    "data_base64",
-];
 
 /// The HTTP binding percent-encodes space, `"`, `%` and everything outside
 /// printable ASCII in header values (`CONTROLS` covers the rest of the range).
@@ -81,13 +70,10 @@ impl<'a> Attributes<'a> {
     }
 }
 
-/// A label name that is a valid extension attribute name of its own.
+/// A label name that is a valid extension attribute name of its own (no label
+/// may pose as one of the spec's attributes).
 fn is_extension_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && !RESERVED.contains(&name)
+    is_attribute_name(name) && !CORE_ATTRIBUTES.contains(&name)
 }
 
 /// Structured mode: the body of an `application/cloudevents+json` request.

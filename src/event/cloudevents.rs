@@ -27,7 +27,7 @@ use crate::field_error::FieldError;
 pub const SPECVERSION: &str = "1.0";
 
 /// Context attributes of the spec itself: everything else is an extension.
-const CORE: [&str; 10] = [
+pub const CORE_ATTRIBUTES: [&str; 10] = [
     "specversion",
     "id",
     "source",
@@ -164,7 +164,7 @@ fn binary_event(
     let data = binary_data(content_type, body)?;
     let mut labels = BTreeMap::new();
     for (name, value) in attributes {
-        if CORE.contains(&name.as_str()) {
+        if CORE_ATTRIBUTES.contains(&name.as_str()) {
             continue;
         }
         check_extension_name(&name)?;
@@ -325,12 +325,15 @@ fn extension_value(name: &str, raw: &str) -> Result<Option<String>, FieldError> 
 }
 
 /// The spec's rule for attribute names: lowercase ASCII letters and digits.
-fn check_extension_name(name: &str) -> Result<(), FieldError> {
-    let valid = !name.is_empty()
+pub fn is_attribute_name(name: &str) -> bool {
+    !name.is_empty()
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if valid {
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+fn check_extension_name(name: &str) -> Result<(), FieldError> {
+    if is_attribute_name(name) {
         Ok(())
     } else {
         Err(FieldError::new(

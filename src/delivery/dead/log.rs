@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::{
@@ -25,20 +25,32 @@ pub const SETTLES_HEADER: &str = "x-herald-settles";
 /// `x-herald-settled-as`: `replayed` or `purged`.
 pub const SETTLED_AS_HEADER: &str = "x-herald-settled-as";
 
-/// One dead letter as the log keeps it.
-#[derive(Debug, Clone)]
+/// One dead letter as the log keeps it, and as `herald dead list` and
+/// `GET /v1/dead` show it (without the body). A field the dead letter does not
+/// carry is `null`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = DeadLetter)]
 pub struct Record {
-    /// Its place in the log: what a cursor and a settled record name.
+    /// Its place in the log (`<p>.dead.log`), oldest first: what a cursor and
+    /// a settled record name.
     pub offset: u64,
     pub event_id: Option<String>,
     pub event_type: Option<String>,
     pub subscription: Option<String>,
+    /// `x-herald-reason`: `max_attempts`, `gone`, `subscription_disabled`,
+    /// `forbidden_target`, `render_error` or `poison`.
     pub reason: Option<String>,
     pub attempts: Option<i64>,
+    /// The HTTP status of the last attempt; `null` when none answered.
     pub last_status: Option<i64>,
     pub last_error: Option<String>,
+    /// When the delivery was given up (RFC 3339).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub died_at: Option<OffsetDateTime>,
     /// The event as the delivery carried it.
+    #[serde(skip)]
+    #[schema(ignore)]
     pub body: Bytes,
 }
 
@@ -69,47 +81,10 @@ impl Record {
         }
     }
 
-    /// What listing shows of it (not the body).
-    pub fn listing(&self) -> Listing {
-        Listing {
-            offset: self.offset,
-            event_id: self.event_id.clone(),
-            event_type: self.event_type.clone(),
-            subscription: self.subscription.clone(),
-            reason: self.reason.clone(),
-            attempts: self.attempts,
-            last_status: self.last_status,
-            last_error: self.last_error.clone(),
-            died_at: self.died_at.and_then(|t| t.format(&Rfc3339).ok()),
-        }
-    }
-
-    /// [`Record::listing`] as JSON.
+    /// What listing shows of it, as JSON.
     pub fn json(&self) -> Value {
-        serde_json::to_value(self.listing()).expect("a Listing always serialises")
+        serde_json::to_value(self).expect("a Record always serialises")
     }
-}
-
-/// A dead letter as `herald dead list` and `GET /v1/dead` show it. A field
-/// the dead letter does not carry is `null`.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = DeadLetter)]
-pub struct Listing {
-    /// Its place in the log (`<p>.dead.log`), oldest first.
-    pub offset: u64,
-    pub event_id: Option<String>,
-    pub event_type: Option<String>,
-    pub subscription: Option<String>,
-    /// `x-herald-reason`: `max_attempts`, `gone`, `subscription_disabled`,
-    /// `forbidden_target`, `render_error` or `poison`.
-    pub reason: Option<String>,
-    pub attempts: Option<i64>,
-    /// The HTTP status of the last attempt; `null` when none answered.
-    pub last_status: Option<i64>,
-    pub last_error: Option<String>,
-    /// When the delivery was given up (RFC 3339).
-    #[schema(format = DateTime)]
-    pub died_at: Option<String>,
 }
 
 /// Which dead letters to list, replay or purge; empty selects all.
