@@ -110,7 +110,7 @@ impl RejectReason {
 /// `herald_fanout_handoffs_total{reason}`: why the fan-out left a first attempt for later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handoff {
-    /// No free delivery slot: handed to `<p>.deliveries`.
+    /// No free delivery slot for an event wider than the worker: handed to `<p>.deliveries`.
     NoSlot,
     /// The subscription at its in-flight cap: parked in a delay queue.
     SubscriptionCap,
@@ -153,7 +153,7 @@ families! {
     redis_connected: IntGauge = "herald_redis_connected";
     /// Messages ready in each herald queue.
     queue_messages: IntGaugeVec = "herald_queue_messages" by ["queue"];
-    /// First attempts the fan-out left for later instead of making them itself, by reason (no_slot: the worker was busy, handed to the deliveries queue; subscription_cap: at its in-flight cap, parked in a delay queue, or handed to the deliveries queue when a place frees within moments).
+    /// First attempts the fan-out left for later instead of making them itself, by reason (no_slot: the worker was busy and the event matched more subscriptions than it has slots, handed to the deliveries queue; subscription_cap: at its in-flight cap, parked in a delay queue, or handed to the deliveries queue when a place frees within moments).
     fanout_handoffs: IntCounterVec = "herald_fanout_handoffs_total" by ["reason"];
     /// Tasks parked in a delay queue until their subscription has room, by reason (subscription_cap, retry_after, rate_limit) and whether the task had been parked before (again).
     parked: IntCounterVec = "herald_parked_total" by ["reason", "again"];

@@ -37,8 +37,9 @@ use crate::{
 /// Who delivers a task, which says how it gets a delivery slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holder {
-    /// The fan-out, with a first attempt: it takes a slot only if one is free.
-    FanOut,
+    /// The fan-out, with a first attempt: it waits for a slot, unless the
+    /// event is `wide` (more matches than the worker has slots).
+    FanOut { wide: bool },
     /// The `<p>.deliveries` consumer, which may wait here for a slot or a place.
     Deliveries,
 }
@@ -104,15 +105,25 @@ impl Deliverer {
         holder: Holder,
     ) -> Result<Option<(CapGuard, Option<OwnedSemaphorePermit>)>, PublishError> {
         let core = &self.core;
-        let admission = admit(core, sub);
-        let free = core.free_slot();
-        let route = route(Facts {
-            slot_free: free.is_some(),
-            room: admission.room(),
-            publishing_blocked: self.publisher.is_blocked(),
-            may_wait: holder == Holder::Deliveries,
-            parked_before: task.parked > 0,
-        });
+        let mut free = core.free_slot();
+        let (admission, route) = loop {
+            let admission = admit(core, sub);
+            let route = route(Facts {
+                slot_free: free.is_some(),
+                room: admission.room(),
+                publishing_blocked: self.publisher.is_blocked(),
+                may_wait: holder == Holder::Deliveries,
+                wide: holder == Holder::FanOut { wide: true },
+                parked_before: task.parked > 0,
+            });
+            if route != Route::WaitForSlot || free.is_some() {
+                break (admission, route);
+            }
+            // Wait holding no place, then ask again: a place held through the wait
+            // would count as the endpoint's time and make a healthy one look slow.
+            admission.give_back(core, sub);
+            free = Some(core.wait_for_slot().await);
+        };
         // Only an attempt needs a slot. A park or a hand-off waits for a
         // confirm, and a wait for a place can be long: holding a slot through
         // either took it from healthy subscriptions' attempts.
@@ -122,8 +133,11 @@ impl Deliverer {
             _ => admission,
         };
         match (route, admission) {
-            (Route::Attempt, Admission::Place(place)) => Ok(Some((place, free))),
-            (Route::WaitForSlot | Route::WaitForPlace, Admission::Place(place)) => {
+            // Past the loop a wait for a slot has its slot: it is an attempt.
+            (Route::Attempt | Route::WaitForSlot, Admission::Place(place)) => {
+                Ok(Some((place, free)))
+            }
+            (Route::WaitForPlace, Admission::Place(place)) => {
                 let slot = match free {
                     Some(slot) => slot,
                     None => core.wait_for_slot().await,
@@ -206,7 +220,7 @@ impl Deliverer {
         let again = if task.parked > 0 { "true" } else { "false" };
         let parked = &core.metrics.parked;
         parked.with_label_values(&[why.as_str(), again]).inc();
-        if holder == Holder::FanOut && why == Parked::SubscriptionCap {
+        if matches!(holder, Holder::FanOut { .. }) && why == Parked::SubscriptionCap {
             self.count_handoff(Handoff::SubscriptionCap);
         }
         Ok(())

@@ -25,8 +25,11 @@ pub struct Facts {
     pub room: Room,
     /// The broker blocks this worker's publishing connection (a memory or disk alarm).
     pub publishing_blocked: bool,
-    /// The holder may wait here (the `<p>.deliveries` consumer); the fan-out may not.
+    /// The holder may wait here for a place (the `<p>.deliveries` consumer); the fan-out may not.
     pub may_wait: bool,
+    /// A first attempt of an event that matched more subscriptions than this
+    /// worker has slots: what it cannot start now is shared with other workers.
+    pub wide: bool,
     /// The task was parked before and has come back.
     pub parked_before: bool,
 }
@@ -50,6 +53,11 @@ pub enum Route {
 
 pub fn route(facts: Facts) -> Route {
     match facts.room {
+        // While the broker blocks publishing, a park or a hand-off only waits out
+        // its confirm timeout and returns the message, to be repeated when the
+        // broker completes the publish after all; a place under the cap frees
+        // within an attempt.
+        Room::AtCap { .. } if facts.publishing_blocked => Route::WaitForPlace,
         // A place is near, or the task is back from a park once already: wait
         // for a place here rather than take a trip through the broker, where
         // the next worker may be full too.
@@ -61,9 +69,13 @@ pub fn route(facts: Facts) -> Route {
         // It needs no slot; a hand-off would only cost another hop before the park.
         Room::AtCap { .. } | Room::Held => Route::Park,
         Room::Free if facts.slot_free => Route::Attempt,
-        // A hand-off would only wait out its confirm timeout; waiting still delivers.
-        Room::Free if facts.may_wait || facts.publishing_blocked => Route::WaitForSlot,
-        Room::Free => Route::HandOff,
+        // A slot frees within one attempt, while a hand-off costs the broker a
+        // confirmed publish, a delivery and an ack, on cores it shares (at
+        // saturation that halved the rate of ten subscriptions per event). Only a
+        // fan-out wider than the worker shares the rest. And a hand-off would
+        // only wait out its confirm timeout when publishing is blocked.
+        Room::Free if facts.wide && !facts.publishing_blocked => Route::HandOff,
+        Room::Free => Route::WaitForSlot,
     }
 }
 
@@ -76,7 +88,12 @@ mod tests {
         room: Room::Free,
         publishing_blocked: false,
         may_wait: false,
+        wide: false,
         parked_before: false,
+    };
+    const WIDE_FAN_OUT: Facts = Facts {
+        wide: true,
+        ..FAN_OUT
     };
     const DELIVERIES: Facts = Facts {
         may_wait: true,
@@ -90,32 +107,52 @@ mod tests {
     }
 
     #[test]
-    fn without_a_slot_only_the_fan_out_hands_off_and_only_while_it_can_publish() {
+    fn without_a_slot_only_a_wide_fan_out_hands_off_and_only_while_it_can_publish() {
         let busy = |holder: Facts, publishing_blocked| Facts {
             slot_free: false,
             publishing_blocked,
             ..holder
         };
-        assert_eq!(route(busy(FAN_OUT, false)), Route::HandOff);
+        assert_eq!(route(busy(WIDE_FAN_OUT, false)), Route::HandOff);
+        assert_eq!(route(busy(WIDE_FAN_OUT, true)), Route::WaitForSlot);
+        assert_eq!(route(busy(FAN_OUT, false)), Route::WaitForSlot);
         assert_eq!(route(busy(FAN_OUT, true)), Route::WaitForSlot);
         assert_eq!(route(busy(DELIVERIES, false)), Route::WaitForSlot);
         assert_eq!(route(busy(DELIVERIES, true)), Route::WaitForSlot);
+        assert_eq!(route(WIDE_FAN_OUT), Route::Attempt);
     }
 
     #[test]
-    fn at_its_cap_with_no_place_soon_a_task_is_parked_whatever_the_slots_and_the_broker() {
-        for holder in [FAN_OUT, DELIVERIES] {
+    fn at_its_cap_with_no_place_soon_a_task_is_parked_whatever_the_slots() {
+        for holder in [FAN_OUT, WIDE_FAN_OUT, DELIVERIES] {
             for slot_free in [true, false] {
-                for publishing_blocked in [true, false] {
-                    let facts = Facts {
-                        slot_free,
-                        publishing_blocked,
-                        room: Room::AtCap { soon: false },
-                        ..holder
-                    };
-                    assert_eq!(route(facts), Route::Park, "{facts:?}");
-                }
+                let facts = Facts {
+                    slot_free,
+                    room: Room::AtCap { soon: false },
+                    ..holder
+                };
+                assert_eq!(route(facts), Route::Park, "{facts:?}");
             }
+        }
+    }
+
+    #[test]
+    fn at_its_cap_while_publishing_is_blocked_a_task_waits_for_a_place_but_a_held_one_parks() {
+        for holder in [FAN_OUT, WIDE_FAN_OUT, DELIVERIES] {
+            for soon in [true, false] {
+                let facts = Facts {
+                    publishing_blocked: true,
+                    room: Room::AtCap { soon },
+                    ..holder
+                };
+                assert_eq!(route(facts), Route::WaitForPlace, "{facts:?}");
+            }
+            let held = Facts {
+                publishing_blocked: true,
+                room: Room::Held,
+                ..holder
+            };
+            assert_eq!(route(held), Route::Park, "{held:?}");
         }
     }
 

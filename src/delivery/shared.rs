@@ -35,6 +35,8 @@ pub struct DeliveryCore {
     pub disable_after: Duration,
     /// `worker.concurrency` places for attempts, whoever makes them.
     pub slots: Arc<Semaphore>,
+    /// `worker.concurrency`: how many `slots` there are.
+    pub concurrency: usize,
 }
 
 impl DeliveryCore {
@@ -63,6 +65,7 @@ impl DeliveryCore {
             rates: RateLimits::default(),
             disable_after: delivery.disable_after,
             slots: Arc::new(Semaphore::new(config.worker.concurrency.get() as usize)),
+            concurrency: config.worker.concurrency.get() as usize,
         }
     }
 

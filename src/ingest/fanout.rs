@@ -79,9 +79,12 @@ impl FanOut {
         }
         let body = Bytes::from(event.to_json());
         let event = Arc::new(event);
+        // Wider than the worker: what it cannot start now is shared with other workers.
+        let wide = matches.len() > core.concurrency;
         let deliveries = matches.iter().map(|compiled| {
             let task = DeliveryTask::first(&compiled.sub.name, event.clone(), body.clone());
-            self.deliverer.deliver(compiled, task, Holder::FanOut)
+            self.deliverer
+                .deliver(compiled, task, Holder::FanOut { wide })
         });
         try_join_all(deliveries).await?;
         debug!(event_id = %event.id, event_type = %event.event_type, tasks = matches.len(), "event fanned out");

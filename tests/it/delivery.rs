@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{TestApp, receiver::Receiver, subscription};
+use crate::support::{TestApp, metric_sum, receiver::Receiver, subscription};
 
 #[tokio::test]
 async fn an_amqp_event_is_delivered_once_signed_with_the_exact_headers() {
@@ -152,14 +152,31 @@ async fn quorum_queues_deliver_end_to_end() {
 }
 
 #[tokio::test]
-async fn a_busy_worker_hands_first_attempts_to_the_deliveries_queue() {
-    let app = TestApp::spawn_with(|c| c.worker.concurrency = 1.try_into().unwrap()).await;
+async fn a_busy_worker_waits_for_a_slot_and_shares_only_an_event_wider_than_itself() {
+    let app = TestApp::spawn_with(|c| c.worker.concurrency = 2.try_into().unwrap()).await;
     let hook = Receiver::start([]).await;
     hook.always(crate::support::receiver::Reply::ok().after(Duration::from_millis(100)));
-    app.create_subscription(subscription("one-slot", &hook.url(), &["*"]))
-        .await;
+    app.create_subscription(subscription(
+        "narrow",
+        &format!("{}/narrow", hook.url()),
+        &["narrow.*"],
+    ))
+    .await;
+    for name in ["wide-1", "wide-2", "wide-3"] {
+        let url = format!("{}/{name}", hook.url());
+        app.create_subscription(subscription(name, &url, &["wide.*"]))
+            .await;
+    }
+    let handed_off = |metrics: &str| {
+        metric_sum(metrics, |l| {
+            l.starts_with("herald_fanout_handoffs_total") && l.contains("no_slot")
+        })
+        .unwrap_or(0.0)
+    };
+    // One match each, more events than slots: they wait for a slot, every one
+    // a first attempt made here.
     for i in 0..5 {
-        app.publish(json!({"type": "a.b", "id": format!("busy-{i}")}))
+        app.publish(json!({"type": "narrow.a", "id": format!("busy-{i}")}))
             .await;
     }
     let mut ids = std::collections::BTreeSet::new();
@@ -169,6 +186,21 @@ async fn a_busy_worker_hands_first_attempts_to_the_deliveries_queue() {
         ids.insert(request.header("webhook-id").to_owned());
     }
     assert_eq!(ids.len(), 5);
+    assert_eq!(handed_off(&app.metrics().await), 0.0);
+    // Three matches on a worker of two slots: what it cannot start is handed on.
+    // (A first event lets the new subscriptions prove fast: until then the cap
+    // on unknown endpoints, not the slots, decides.)
+    for id in ["wide-warm-up", "wide-event"] {
+        app.publish(json!({"type": "wide.a", "id": id})).await;
+        let mut paths = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let request = hook.next_request(Duration::from_secs(10)).await;
+            assert_eq!(request.header("webhook-id"), id);
+            paths.insert(request.path.clone());
+        }
+        assert_eq!(paths.len(), 3, "{paths:?}");
+    }
+    assert!(handed_off(&app.metrics().await) >= 1.0);
     hook.assert_quiet(Duration::from_millis(300)).await;
 }
 

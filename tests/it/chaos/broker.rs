@@ -141,12 +141,13 @@ async fn b2_broker_frozen() {
 
 /// B3: a memory alarm blocks publishers: the API answers 503 within its
 /// timeout while consumers keep acking on their own connection, and first
-/// attempts wait for a slot instead of handing off into the blocked
-/// connection. Part of the CI subset (a regression test for both).
+/// attempts wait for a slot (or a place) instead of publishing into the
+/// blocked connection. Part of the CI subset (a regression test for both).
 #[tokio::test]
 async fn b3_memory_alarm_blocks_publishing_not_acking() {
+    const SLOTS: usize = 20;
     let broker = PrivateBroker::start().await;
-    let mut lab = lab_on(&broker);
+    let mut lab = lab_on(&broker).env("HERALD__WORKER__CONCURRENCY", &SLOTS.to_string());
     let first = lab.start_worker().await;
     let receiver = Receiver::start([]).await;
     // 20 slots x 100 ms: about 200/s, so a backlog is still queued when the alarm starts.
@@ -169,9 +170,12 @@ async fn b3_memory_alarm_blocks_publishing_not_acking() {
     println!("b3: {during} deliveries acked during the alarm");
     assert!(during > 100, "acks stalled with the publishers: {during}");
     assert!(metrics.contains("herald_broker_connected 1"), "{metrics}");
+    // A follow-up (a park under load) sent in the moment before herald hears of
+    // the block is an unknown outcome: its message is returned, and repeated when
+    // the broker takes the publish after all (DESIGN). At most one per slot.
     lab.settle(&ledger, &[&receiver], Duration::from_secs(120))
         .await
-        .check(0);
+        .check(SLOTS);
     lab.assert_queues_empty().await;
     lab.assert_no_panics();
 }
