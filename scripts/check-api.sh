@@ -20,16 +20,10 @@ source scripts/lib/services.sh
 max_examples=${HERALD_CHECK_API_EXAMPLES:-50}
 seed=${HERALD_CHECK_API_SEED:-1}
 
+# shellcheck source=scripts/lib/venv.sh
+source scripts/lib/venv.sh
 venv=target/api-venv
-requirements=tests/api/requirements.txt
-stamp=$venv/.requirements
-if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
-    echo "check-api: making the virtualenv $venv" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-    cp "$requirements" "$stamp"
-fi
+ensure_venv "$venv" tests/api/requirements.txt
 
 cargo build --locked --quiet --bin herald
 

@@ -10,16 +10,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib/services.sh
 source scripts/lib/services.sh
 
+# shellcheck source=scripts/lib/venv.sh
+source scripts/lib/venv.sh
 venv=target/cloudevents-venv
-requirements=tests/cloudevents/requirements.txt
-stamp=$venv/.requirements
-if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
-    echo "check-cloudevents: making the virtualenv $venv" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-    cp "$requirements" "$stamp"
-fi
+ensure_venv "$venv" tests/cloudevents/requirements.txt
 
 cargo build --locked --quiet --bin herald
 

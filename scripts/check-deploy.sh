@@ -8,16 +8,10 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# shellcheck source=scripts/lib/venv.sh
+source scripts/lib/venv.sh
 venv=target/deploy-venv
-requirements=tests/deploy/requirements.txt
-stamp=$venv/.requirements
-if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
-    echo "check-deploy: making the virtualenv $venv" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-    cp "$requirements" "$stamp"
-fi
+ensure_venv "$venv" tests/deploy/requirements.txt
 
 status=0
 for check in tests/deploy/check_*.py; do

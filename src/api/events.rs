@@ -205,12 +205,10 @@ fn decode(body: &Value) -> Result<Vec<Decoded>, ApiError> {
 /// With a CloudEvents content type the body must be what it says: one
 /// structured-mode event, or a batch (an array) of them.
 fn check_cloudevents(headers: &HeaderMap, body: &Value) -> Result<(), ApiError> {
-    let essence = headers
+    let content_type = headers
         .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let items = match (essence.as_deref(), body) {
+        .and_then(|v| v.to_str().ok()?.parse::<mime::Mime>().ok());
+    let items = match (content_type.as_ref().map(mime::Mime::essence_str), body) {
         (Some(CLOUDEVENTS), Value::Object(_)) => std::slice::from_ref(body),
         (Some(CLOUDEVENTS_BATCH), Value::Array(items)) => items.as_slice(),
         (Some(CLOUDEVENTS), _) => {

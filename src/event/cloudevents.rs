@@ -216,13 +216,9 @@ fn binary_data(
 
 /// `application/json`, `text/json` and any `+json` type, parameters aside.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+    content_type
+        .parse::<mime::Mime>()
+        .is_ok_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
 }
 
 /// The core attributes herald maps, as the producer sent them.

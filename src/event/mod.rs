@@ -116,7 +116,7 @@ pub fn decode_value(value: &serde_json::Value) -> Result<Decoded, FieldError> {
         return Err(FieldError::new("body", "an event must be a JSON object"));
     }
     if is_cloudevent(value) {
-        let members = serde_json::from_value::<BTreeMap<String, Box<RawValue>>>(value.clone())
+        let members = BTreeMap::<String, Box<RawValue>>::deserialize(value)
             .map_err(|err| FieldError::new("body", err))?;
         return cloudevent(members);
     }
