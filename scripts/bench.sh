@@ -3,7 +3,10 @@
 #   - the ceiling: a bare consume -> POST -> ack loop (same receiver, same
 #     producer, same queue type), and the receiver alone (plain POSTs, no broker),
 #     which must be well above every rate below or the bench measures the receiver;
-#   - herald throughput with one and with ten subscriptions per event;
+#   - herald throughput with one and with ten subscriptions per event, in
+#     BENCH_ROUNDS (default 3) rounds interleaved with the ceiling loop: the
+#     table shows the medians and each round's figure, and the CPU each side
+#     spends per delivery (the loop's process against herald's, from /proc);
 #   - publish -> arrival latency at half the one-subscription rate (open loop);
 #   - isolation: the same load with a second subscription whose receiver answers
 #     after 5 s, the healthy receiver's p99 against its solo p99, at herald's
@@ -28,6 +31,7 @@
 # theirs. latency, isolation and retry load herald at a fraction of the herald
 # phase's rate, so they bring that phase along. `BENCH_ONLY=scaleout` runs the
 # scale-out proof alone.
+# BENCH_ROUNDS (default 3) sets how many times ceiling and herald alternate.
 # BENCH_LATENCY_SECS (default 20) sets how long each latency run publishes;
 # BENCH_HERALD (default target/release/herald) names the herald binary to
 # measure, so an earlier build can be compared with this one on the same day.
@@ -44,6 +48,7 @@ FANOUT_EVENTS=$((EVENTS / 10))
 QUEUE_TYPE=${BENCH_QUEUE_TYPE:-quorum}
 PORT=${BENCH_API_PORT:-18080}
 LATENCY_SECS=${BENCH_LATENCY_SECS:-20}
+ROUNDS=${BENCH_ROUNDS:-3}
 HERALD=${BENCH_HERALD:-target/release/herald}
 SLOW_REPLY=5s
 # herald's defaults, spelled out because the isolation figure depends on them:
@@ -184,20 +189,48 @@ BROKER_PID=$(ss -ltnpH "sport = :$RABBITMQ_PORT" | grep -o 'pid=[0-9]*' | head -
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CPU_MARK=
 cpu_start() { CPU_MARK="$(cpu_ms "${BROKER_PID:-0}") $(cpu_ms "${HERALD_PID:-0}")"; }
-# cpu_per_k DELIVERIES: "broker / herald" CPU ms per 1,000 deliveries since cpu_start.
+# cpu_per_k DELIVERIES [WORKER_MS]: "broker / worker" CPU ms per 1,000
+# deliveries (= us per delivery) since cpu_start; the worker is herald unless
+# WORKER_MS, the CPU of another (the ceiling loop's process), is given.
 cpu_per_k() {
     read -r b0 h0 <<<"$CPU_MARK"
-    local b1 h1
-    b1=$(cpu_ms "${BROKER_PID:-0}") h1=$(cpu_ms "${HERALD_PID:-0}")
-    awk -v b=$((b1 - b0)) -v h=$((h1 - h0)) -v n="$1" 'BEGIN {printf "%.0f / %.0f", b * 1000 / n, h * 1000 / n}'
+    local b1 worker
+    b1=$(cpu_ms "${BROKER_PID:-0}")
+    worker=${2:-$(($(cpu_ms "${HERALD_PID:-0}") - h0))}
+    awk -v b=$((b1 - b0)) -v w="$worker" -v n="$1" 'BEGIN {printf "%.0f / %.0f", b * 1000 / n, w * 1000 / n}'
+}
+# median N...: the median of the numbers (the mean of the middle two for an even count).
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m + 0}'
+}
+# ratio A B: A / B, two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+# spread NAME: "median (round 1, round 2, ...)" of the array NAME.
+spread() {
+    local -n values=$1
+    echo "$(median "${values[@]}") ($(joined ", " "${values[@]}"))"
 }
 
-phase_ceiling() {
+# One ceiling run; adds to CEILING and CPU_CEILING.
+CEILING=() CPU_CEILING=()
+ceiling_run() {
     echo "== ceiling: consume -> POST -> ack on a $QUEUE_TYPE queue, $EVENTS events"
     cpu_start
     measure --ceiling "$QUEUE_TYPE" --events "$EVENTS"
-    ceiling=$(field per_s)
-    cpu_ceiling=$(cpu_per_k "$EVENTS")
+    CEILING+=("$(field per_s)")
+    CPU_CEILING+=("$(cpu_per_k "$EVENTS" "$(field client_cpu_ms)")")
+}
+
+# With the herald phase, its rounds run the ceiling between theirs.
+phase_ceiling() {
+    if selected herald; then return; fi
+    local round
+    for ((round = 1; round <= ROUNDS; round++)); do ceiling_run; done
+    summarise_ceiling
+}
+summarise_ceiling() {
+    ceiling=$(median "${CEILING[@]}")
+    ceiling_cpu_client=$(median "${CPU_CEILING[@]##*/ }")
 }
 
 phase_receiver() {
@@ -215,14 +248,26 @@ phase_herald() {
         HERALD__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIPTION=$SUBSCRIPTION_CAP
     ready_ms=$((($(date +%s%N) - started) / 1000000))
 
-    echo "== herald: $EVENTS events, one subscription each"
-    cpu_start
-    measure --events "$EVENTS"
-    herald_1=$(field per_s)
-    cpu_herald_1=$(cpu_per_k "$EVENTS")
-    echo "== herald: $FANOUT_EVENTS events, ten subscriptions each"
-    measure --events "$FANOUT_EVENTS" --fanout 10
-    herald_10=$(field per_s)
+    local round
+    HERALD_1=() HERALD_10=() CPU_HERALD_1=() OF_CEILING=() TEN_TO_ONE=()
+    for ((round = 1; round <= ROUNDS; round++)); do
+        if selected ceiling; then ceiling_run; fi
+        echo "== herald: $EVENTS events, one subscription each (round $round of $ROUNDS)"
+        cpu_start
+        measure --events "$EVENTS"
+        HERALD_1+=("$(field per_s)")
+        CPU_HERALD_1+=("$(cpu_per_k "$EVENTS")")
+        echo "== herald: $FANOUT_EVENTS events, ten subscriptions each (round $round of $ROUNDS)"
+        measure --events "$FANOUT_EVENTS" --fanout 10
+        HERALD_10+=("$(field per_s)")
+        TEN_TO_ONE+=("$(ratio "${HERALD_10[-1]}" "${HERALD_1[-1]}")")
+        if selected ceiling; then OF_CEILING+=("$((100 * HERALD_1[-1] / CEILING[-1]))"); fi
+    done
+    if selected ceiling; then summarise_ceiling; fi
+    # Whole numbers: later phases load herald at a fraction of herald_1.
+    herald_1=$(printf '%.0f' "$(median "${HERALD_1[@]}")")
+    herald_10=$(printf '%.0f' "$(median "${HERALD_10[@]}")")
+    herald_cpu=$(median "${CPU_HERALD_1[@]##*/ }")
     handoffs=$(curl -fsS "http://127.0.0.1:$PORT/metrics" | awk '/^herald_fanout_handoffs_total/ {s += $2} END {print s + 0}')
     rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$HERALD_PID/status")
 }
@@ -468,15 +513,19 @@ print_table() {
     echo
     echo "| measure                                   | value        | target        |"
     echo "|-------------------------------------------|--------------|---------------|"
-    if selected ceiling; then row "ceiling ($QUEUE_TYPE), deliveries/s" "$ceiling"; fi
+    if selected ceiling; then
+        row "ceiling ($QUEUE_TYPE), deliveries/s, median (each round)" "$(spread CEILING)"
+    fi
     if selected receiver; then
         row "receiver alone (POSTs, 128 at a time), requests/s" "$receiver" "well above every rate here"
     fi
     if selected herald; then
-        local of_ceiling=
-        if selected ceiling; then of_ceiling=" ($((100 * herald_1 / ceiling)) %)"; fi
-        row "herald, 1 subscription, deliveries/s" "$herald_1$of_ceiling" ">= 85 % of ceiling"
-        row "herald, 10 subscriptions, deliveries/s" "$herald_10"
+        row "herald, 1 subscription, deliveries/s" "$(spread HERALD_1)"
+        if selected ceiling; then
+            row "herald / the ceiling in the same round, %" "$(spread OF_CEILING)" ">= 100 median, no round < 90"
+        fi
+        row "herald, 10 subscriptions, deliveries/s" "$(spread HERALD_10)"
+        row "10 subscriptions / 1, deliveries/s" "$(spread TEN_TO_ONE)" ">= 2"
         row "first attempts handed to <p>.deliveries" "$handoffs"
     fi
     if selected latency; then
@@ -499,12 +548,17 @@ print_table() {
         row "retry storm (first attempts 500; retry $RETRY_INITIAL x$RETRY_MULTIPLIER <= $RETRY_MAX_DELAY), successful deliveries/s" \
             "$storm ($storm_percent % of 1 subscription)" ">= 45 %"
     fi
+    if selected ceiling && selected herald; then
+        row "CPU us per delivery, the worker's process: the ceiling loop / herald (medians)" \
+            "$ceiling_cpu_client / $herald_cpu" "herald <= 35 and <= the loop"
+    fi
     local names=() values=()
-    if selected ceiling; then names+=(ceiling) values+=("$cpu_ceiling"); fi
-    if selected herald; then names+=("herald 1 subscription") values+=("$cpu_herald_1"); fi
+    if selected ceiling; then names+=("ceiling (loop)") values+=("$(joined ", " "${CPU_CEILING[@]}")"); fi
+    if selected herald; then names+=("herald 1 subscription") values+=("$(joined ", " "${CPU_HERALD_1[@]}")"); fi
     if selected retry; then names+=("retry storm") values+=("$cpu_storm"); fi
     if ((${#names[@]} > 0)); then
-        row "CPU ms per 1,000 deliveries, broker / herald: $(joined "; " "${names[@]}")" "$(joined "; " "${values[@]}")"
+        row "CPU us per delivery (ms per 1,000), broker / worker, each round: $(joined "; " "${names[@]}")" \
+            "$(joined "; " "${values[@]}")"
     fi
     if selected herald; then
         row "start to /readyz 200" "${ready_ms} ms" "<= 1000 ms"
@@ -530,12 +584,19 @@ print_table() {
 # The figures of the phases that ran, as results.json.
 print_results() {
     local parts=("\"queue_type\": \"$QUEUE_TYPE\", \"events\": $EVENTS, \"phases\": \"${RAN[*]}\"")
-    if selected ceiling; then parts+=("\"ceiling_per_s\": $ceiling"); fi
+    if selected ceiling; then
+        parts+=("\"ceiling_per_s\": $ceiling, \"ceiling_rounds_per_s\": [$(joined ", " "${CEILING[@]}")],
+  \"ceiling_cpu_us_per_delivery\": $ceiling_cpu_client")
+    fi
     if selected receiver; then parts+=("\"receiver_per_s\": $receiver"); fi
     if selected herald; then
-        parts+=("\"herald_1_per_s\": $herald_1")
-        if selected ceiling; then parts+=("\"herald_percent_of_ceiling\": $((100 * herald_1 / ceiling))"); fi
-        parts+=("\"herald_10_per_s\": $herald_10, \"fanout_handoffs\": $handoffs")
+        parts+=("\"rounds\": $ROUNDS, \"herald_1_per_s\": $herald_1, \"herald_1_rounds_per_s\": [$(joined ", " "${HERALD_1[@]}")],
+  \"herald_cpu_us_per_delivery\": $herald_cpu")
+        if selected ceiling; then
+            parts+=("\"herald_percent_of_ceiling\": $(median "${OF_CEILING[@]}"), \"herald_percent_of_ceiling_rounds\": [$(joined ", " "${OF_CEILING[@]}")]")
+        fi
+        parts+=("\"herald_10_per_s\": $herald_10, \"herald_10_rounds_per_s\": [$(joined ", " "${HERALD_10[@]}")],
+  \"ten_to_one\": $(median "${TEN_TO_ONE[@]}"), \"fanout_handoffs\": $handoffs")
     fi
     if selected latency; then
         parts+=("\"latency\": {\"rate_per_s\": $latency_rate, \"achieved_per_s\": $lat_achieved, \"seconds\": $LATENCY_SECS,
@@ -559,8 +620,8 @@ print_results() {
   \"retry_initial\": \"$RETRY_INITIAL\", \"retry_multiplier\": $RETRY_MULTIPLIER, \"retry_max_delay\": \"$RETRY_MAX_DELAY\"}")
     fi
     local cpu=()
-    if selected ceiling; then cpu+=("\"ceiling\": \"$cpu_ceiling\""); fi
-    if selected herald; then cpu+=("\"herald_1\": \"$cpu_herald_1\""); fi
+    if selected ceiling; then cpu+=("\"ceiling\": \"$(joined "; " "${CPU_CEILING[@]}")\""); fi
+    if selected herald; then cpu+=("\"herald_1\": \"$(joined "; " "${CPU_HERALD_1[@]}")\""); fi
     if selected retry; then cpu+=("\"retry_storm\": \"$cpu_storm\""); fi
     if ((${#cpu[@]} > 0)); then
         parts+=("\"cpu_ms_per_1000_broker_slash_herald\": {$(joined ", " "${cpu[@]}")}")

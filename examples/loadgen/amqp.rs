@@ -1,6 +1,5 @@
 //! The producer side over AMQP: stamped 1 KiB persistent events published
-//! with confirms, the ceiling's bare consume -> POST -> ack loop, and a reader
-//! of herald's outcome events.
+//! with confirms, and a reader of herald's outcome events.
 
 use std::sync::{
     Arc,
@@ -10,9 +9,8 @@ use std::sync::{
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm,
-    options::*,
-    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm, options::*,
+    types::FieldTable,
 };
 use serde_json::json;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -112,66 +110,6 @@ impl Publisher {
         drop(self.confirms);
         self.checker.await?
     }
-}
-
-/// The least any webhook worker must do: consume a persistent message with
-/// manual ack, POST it to `url`, ack; `concurrency` at a time. Declares a
-/// fresh queue of `queue_type` (it expires unused) and returns its name.
-pub async fn ceiling(
-    amqp: &str,
-    queue_type: &str,
-    concurrency: u16,
-    url: String,
-) -> anyhow::Result<String> {
-    let queue = format!("ceiling-{}", uuid::Uuid::new_v4().simple());
-    let connection = Connection::connect(amqp, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(queue_type.into()),
-    );
-    arguments.insert("x-expires".into(), AMQPValue::LongLongInt(600_000));
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            arguments,
-        )
-        .await?;
-    channel
-        .basic_qos(concurrency, BasicQosOptions::default())
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            Default::default(),
-        )
-        .await?;
-    let client = reqwest::Client::builder().no_proxy().build()?;
-    tokio::spawn(async move {
-        let _keep = connection;
-        while let Some(Ok(delivery)) = consumer.next().await {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                let sent = client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(delivery.data.clone())
-                    .send()
-                    .await;
-                if sent.is_ok() {
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
-                }
-            });
-        }
-    });
-    Ok(queue)
 }
 
 /// What an upstream system reading herald's outcome events does: a queue of its

@@ -15,8 +15,9 @@ use tokio::time::{MissedTickBehavior, interval};
 
 use crate::{
     Args,
-    amqp::{self, Publisher},
+    amqp::Publisher,
     api::{Api, Metrics},
+    ceiling::CeilingLoop,
     receiver::{self, Behaviour},
     stats::{Latencies, Summary},
 };
@@ -39,14 +40,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(queue_type) = &args.ceiling {
         // The same schedule through the bare consume -> POST -> ack loop: the
         // latency the broker and this machine allow any worker.
-        let queue = amqp::ceiling(
-            &args.amqp,
-            queue_type,
-            args.concurrency,
-            healthy.url.clone(),
-        )
-        .await?;
-        let publisher = Publisher::connect(&args.amqp, "", &queue, args.size).await?;
+        let ceiling = CeilingLoop::start(args, queue_type, &healthy.url).await?;
+        let publisher = Publisher::connect(&args.amqp, "", &ceiling.queue, args.size).await?;
         let publishing = publish_paced(&publisher, args.rate, events).await?;
         publisher.finish().await?;
         let summary = wait_for_arrivals(&latencies, events).await;

@@ -7,7 +7,8 @@
 //! Modes (`--mode`, default `throughput`):
 //! - `throughput`: `--events` as fast as confirms allow, `--fanout` subscriptions
 //!   each; deliveries/s from the first publish to the last 2xx. `--ceiling quorum`
-//!   measures a bare consume -> POST -> ack loop instead of herald; `--fail-first`
+//!   measures a bare consume -> POST -> ack loop instead of herald (in a process
+//!   of its own, whose CPU it reports as `client_cpu_ms`); `--fail-first`
 //!   makes the receiver answer 500 to every first attempt (a retry storm);
 //!   `--outcomes` also reads herald's outcome events, as an upstream system would.
 //! - `latency`: open-loop publishing at `--rate` for `--duration`; publish ->
@@ -20,11 +21,13 @@
 //! - `scaleout`: the `throughput` load to one subscription while the bench adds
 //!   and stops workers; deliveries/s, and each event's arrivals counted: the run
 //!   ends when all have arrived, reporting duplicates (and missing on a stall).
+//! - `loop`: the ceiling loop itself, started by `--ceiling` (not run by hand).
 //!
 //! cargo run --release --example loadgen -- --token T [--mode latency --rate 4000]
 
 mod amqp;
 mod api;
+mod ceiling;
 mod direct;
 mod footprint;
 mod latency;
@@ -44,6 +47,8 @@ pub enum Mode {
     Footprint,
     Direct,
     Scaleout,
+    /// The ceiling loop itself, in a process of its own (`ceiling.rs`).
+    Loop,
 }
 
 #[derive(Parser)]
@@ -94,6 +99,12 @@ pub struct Args {
     /// How long the receiver holds each request (footprint).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     hold: Duration,
+    /// The ceiling loop's queue (`--mode loop`, given by the mode that starts it).
+    #[arg(long, hide = true)]
+    queue: Option<String>,
+    /// Where the ceiling loop POSTs (`--mode loop`).
+    #[arg(long, hide = true)]
+    url: Option<String>,
     /// herald's process id, whose VmRSS `footprint` reads.
     #[arg(long)]
     pid: Option<u32>,
@@ -111,5 +122,6 @@ async fn main() -> anyhow::Result<()> {
         Mode::Footprint => footprint::run(&args).await,
         Mode::Direct => direct::run(&args).await,
         Mode::Scaleout => scaleout::run(&args).await,
+        Mode::Loop => ceiling::run(&args).await,
     }
 }

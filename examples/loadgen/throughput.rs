@@ -13,6 +13,7 @@ use crate::{
     Args,
     amqp::{self, Publisher},
     api::Api,
+    ceiling::CeilingLoop,
     receiver::{self, Behaviour},
 };
 
@@ -30,10 +31,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let receiver = receiver::start(behaviour, None).await?;
     let api = Api::new(&args.api, &args.token)?;
     let mut subscriptions = Vec::new();
+    let mut ceiling = None;
     let (exchange, routing_key, fanout) = match &args.ceiling {
         Some(queue_type) => {
-            let url = receiver.url.clone();
-            let queue = amqp::ceiling(&args.amqp, queue_type, args.concurrency, url).await?;
+            let started = CeilingLoop::start(args, queue_type, &receiver.url).await?;
+            let queue = started.queue.clone();
+            ceiling = Some(started);
             (String::new(), queue, 1)
         }
         None => {
@@ -74,6 +77,12 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
+    // Read before the loop stops; its start-up (a connection, a declare) is in it.
+    let client_cpu_ms = match &ceiling {
+        Some(ceiling) => ceiling.cpu_ms()?,
+        None => 0,
+    };
+    drop(ceiling);
     api.unsubscribe(&subscriptions).await;
     // Outcome events are best effort and may trail the deliveries a little.
     let outcomes_taken = match &outcomes {
@@ -106,8 +115,14 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     if outcomes.is_some() {
         println!("  outcome events read: {outcomes_taken} of {want}");
     }
+    if args.ceiling.is_some() {
+        println!(
+            "  the loop's process used {client_cpu_ms} ms of CPU: {:.1} us per delivery",
+            client_cpu_ms as f64 * 1000.0 / want as f64
+        );
+    }
     println!(
-        "result: deliveries={want} per_s={per_s:.0} failed={} outcomes={outcomes_taken}",
+        "result: deliveries={want} per_s={per_s:.0} failed={} outcomes={outcomes_taken} client_cpu_ms={client_cpu_ms}",
         counters.failed()
     );
     Ok(())
