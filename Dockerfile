@@ -12,6 +12,10 @@
 # Rust 1.95.0, the toolchain the tests run on (the crate needs 1.88 or newer).
 FROM rust:1.95.0-slim-trixie AS build
 WORKDIR /build
+# make: tikv-jemalloc-sys builds jemalloc, herald's allocator, with it.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 
 # Dependencies first, in a layer of their own, so a change under src/ rebuilds
 # herald alone. A stub lib and main are enough: the crate has no build.rs, no

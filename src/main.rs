@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use herald::{cli::Cli, config::Config, telemetry};
 
+// Every delivery allocates and frees small buffers across threads; glibc's
+// malloc spent about 15 % of herald's CPU on them under load (perf, issue 16).
+// jemalloc costs less for the same resident memory (mimalloc took 70 % more).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,7 +1,8 @@
 //! The consume loop every stage shares, and the only place messages are
 //! settled. Each message is handled on the tracker under a permit from a
 //! semaphore (bounded concurrency on top of the prefetch); its handler says
-//! what should become of it, and the loop acks or requeues it. The loop ends
+//! what should become of it, and the loop has it acked or requeued (`acks`:
+//! runs of acks go to the broker as one). The loop ends
 //! explicitly, tripping the session's fault token, when the stream ends or
 //! errors, and when the session failed elsewhere, so the worker reconnects
 //! instead of sitting idle.
@@ -10,16 +11,13 @@ use std::{borrow::Cow, future::Future, sync::Arc};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use lapin::{
-    Acker, BasicProperties,
-    message::Delivery,
-    options::{BasicAckOptions, BasicNackOptions},
-};
+use lapin::{Acker, BasicProperties, message::Delivery};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::{
+    acks::Acks,
     headers::{self, Headers},
     publisher::PublishError,
 };
@@ -120,15 +118,21 @@ pub enum ConsumeEnd {
 pub struct Consumer {
     inner: lapin::Consumer,
     fault: CancellationToken,
+    prefetch: u16,
 }
 
 impl Consumer {
-    pub(super) fn new(inner: lapin::Consumer, fault: CancellationToken) -> Self {
-        Self { inner, fault }
+    pub(super) fn new(inner: lapin::Consumer, fault: CancellationToken, prefetch: u16) -> Self {
+        Self {
+            inner,
+            fault,
+            prefetch,
+        }
     }
 
     /// Hands each message to `handler` on `tracker`, at most as many at once as
-    /// `slots` has permits, until `stop`, a session fault, or the end of the stream.
+    /// `slots` has permits, until `stop`, a session fault, or the end of the
+    /// stream. Call it once per consumer: acks coalesce over everything it took.
     pub async fn run<H: Handler>(
         &mut self,
         handler: Arc<H>,
@@ -136,6 +140,8 @@ impl Consumer {
         tracker: &TaskTracker,
         stop: &CancellationToken,
     ) -> ConsumeEnd {
+        // A quarter of the prefetch may wait, done, behind a slow delivery.
+        let acks = Acks::start(tracker, usize::from(self.prefetch / 4));
         loop {
             let next = tokio::select! {
                 () = stop.cancelled() => return ConsumeEnd::Stopped,
@@ -147,17 +153,22 @@ impl Consumer {
                 Some(Err(err)) => return self.end(format!("consumer failed: {err}")),
                 None => return self.end(format!("consumer of {} ended", self.inner.queue())),
             };
+            let tag = delivery.delivery_tag;
+            let (message, acker) = Message::from_delivery(delivery);
+            acks.taken(tag, acker);
             // The permit is taken after the message arrives: an idle consumer holds
             // no slot another stage could use; prefetch bounds what waits here.
             let permit = tokio::select! {
-                () = stop.cancelled() => return ConsumeEnd::Stopped,
+                () = stop.cancelled() => {
+                    acks.settled(tag, Settle::Requeue);
+                    return ConsumeEnd::Stopped;
+                }
                 permit = slots.clone().acquire_owned() => permit.expect("the slot semaphore is never closed"),
             };
-            let handler = handler.clone();
+            let (handler, acks) = (handler.clone(), acks.clone());
             tracker.spawn(async move {
-                let (message, acker) = Message::from_delivery(delivery);
                 let settle = handler.handle(message).await;
-                settle_message(&acker, settle).await;
+                acks.settled(tag, settle);
                 drop(permit);
             });
         }
@@ -166,22 +177,5 @@ impl Consumer {
     fn end(&self, reason: String) -> ConsumeEnd {
         self.fault.cancel();
         ConsumeEnd::Ended(reason)
-    }
-}
-
-async fn settle_message(acker: &Acker, settle: Settle) {
-    let settled = match settle {
-        Settle::Ack => acker.ack(BasicAckOptions::default()).await,
-        Settle::Requeue => {
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            };
-            acker.nack(requeue).await
-        }
-    };
-    if let Err(err) = settled {
-        // The channel is gone; the broker redelivers the message: a duplicate.
-        debug!(error = %err, ?settle, "settling a message failed");
     }
 }

@@ -3,6 +3,7 @@
 //! consume loop that settles every message, streams read without consuming,
 //! and queue depths. No module outside this one names a lapin type.
 
+mod acks;
 pub mod connectivity;
 pub mod consumer;
 pub mod depth;

@@ -142,7 +142,7 @@ impl Session {
         let (_, consumer) = self
             .open_consumer(queue, prefetch, FieldTable::default())
             .await?;
-        Ok(Consumer::new(consumer, self.fault.clone()))
+        Ok(Consumer::new(consumer, self.fault.clone(), prefetch))
     }
 
     /// A connection of its own, outside the session: its failure ends only
