@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! producer -> <p>.events (exchange + queue)          broker::topology
-//!   consume, settle each message (ack | requeue)      broker::consumer
+//!   consume, settle each message (ack | requeue)      broker::{consumer, acks}
 //!   FAN-OUT  decode + validate (invalid -> rejected)  event::{self, cloudevents}, ingest::{fanout, reject}
 //!            match the snapshot                       subscriptions::{snapshot, pattern, selector, filter}
 //!            each match down the one delivery path    delivery::deliverer
@@ -13,7 +13,7 @@
 //!            attempt here | hand off | park at cap    delivery::route
 //!            render -> sign -> HTTP                   delivery::{attempt, request, render, cloudevents, http}
 //!            2xx | retry via delay queue | dead       delivery::{outcome, retry, dead}
-//!            confirmed, then the message is acked     broker::{publisher, consumer}
+//!            confirmed, then the message is acked     broker::{publisher, acks}
 //! ```
 //!
 //! Layers, each using only those above it in this list (`tests/it/layers.rs`
