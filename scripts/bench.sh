@@ -532,6 +532,7 @@ print_table() {
         row "latency at $latency_rate/s (achieved $lat_achieved/s) for ${LATENCY_SECS}s, p50 / p95 / p99 / max" \
             "$lat_p50 / $lat_p95 / $lat_p99 / $lat_max ms ($lat_missing missing)" "p99 <= 25 ms"
         row "the ceiling loop at the same rate, p50 / p95 / p99 / max" "$cl_p50 / $cl_p95 / $cl_p99 / $cl_max ms"
+        row "p99 at that rate, herald / the ceiling loop" "$(ratio "$lat_p99" "$cl_p99")" "<= 2"
     fi
     if selected isolation; then
         row "isolation at $iso_rate/s: healthy p99 with every event also to a $SLOW_REPLY receiver (timeout $DELIVERY_TIMEOUT, cap $SUBSCRIPTION_CAP) / solo p99" \
@@ -566,7 +567,7 @@ print_table() {
     fi
     if selected footprint; then
         row "herald RSS, $IN_FLIGHT deliveries in flight (held $HOLD)" \
-            "$((fp_rss_kib / 1024)) MiB (in flight: herald $fp_herald, receiver $fp_open)" "<= 64 MiB"
+            "$((fp_rss_kib / 1024)) MiB (in flight: herald $fp_herald, receiver $fp_open)" "<= 32 MiB"
     fi
     if selected matching; then
         row "matching, 10,000 subscriptions, median/p99" "$match_median / $match_p99 us" "<= 50 us median"

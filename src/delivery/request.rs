@@ -61,10 +61,15 @@ pub fn signed_request(
     headers.insert(CONTENT_TYPE, content_type);
     headers.extend(rendered.headers);
     insert(&mut headers, "webhook-id", &task.event.id);
-    insert(&mut headers, "webhook-timestamp", &timestamp.to_string());
+    // Numbers are written straight into the header value, with no String between.
+    let (timestamp, attempt) = (
+        HeaderValue::from(timestamp),
+        HeaderValue::from(task.attempt),
+    );
+    headers.insert(HeaderName::from_static("webhook-timestamp"), timestamp);
     insert(&mut headers, "webhook-signature", &signature);
     insert(&mut headers, "herald-event-type", &task.event.event_type);
-    insert(&mut headers, "herald-attempt", &task.attempt.to_string());
+    headers.insert(HeaderName::from_static("herald-attempt"), attempt);
     Ok(Request {
         method: sub.method.as_reqwest(),
         url,
