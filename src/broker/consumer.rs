@@ -132,7 +132,8 @@ impl Consumer {
 
     /// Hands each message to `handler` on `tracker`, at most as many at once as
     /// `slots` has permits, until `stop`, a session fault, or the end of the
-    /// stream. Call it once per consumer: acks coalesce over everything it took.
+    /// stream. Call it once per consumer: its acks coalesce over what it took,
+    /// and a second run's `multiple` ack could settle the first's messages.
     pub async fn run<H: Handler>(
         &mut self,
         handler: Arc<H>,
