@@ -104,6 +104,12 @@ fn queued(metrics: &str, part: &str) -> u64 {
     .unwrap_or(0.0) as u64
 }
 
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// B2: the broker frozen (SIGSTOP) for 20 s: heartbeats notice, no API call
 /// hangs past its confirm timeout, and the work resumes after SIGCONT.
 #[tokio::test]
@@ -168,7 +174,14 @@ async fn b3_memory_alarm_blocks_publishing_not_acking() {
     let metrics = lab.metrics(first).await;
     broker.ctl(&["set_vm_memory_high_watermark", "0.4"]);
     println!("b3: {during} deliveries acked during the alarm");
-    assert!(during > 100, "acks stalled with the publishers: {during}");
+    // This has failed now and then under the full parallel suite (4 to 25 in
+    // the ten seconds), cause not found: the worker's own account of the
+    // alarm is what the next person needs.
+    assert!(
+        during > 100,
+        "acks stalled with the publishers: {during}; the worker logged:\n{}",
+        tail(&lab.logs(), 60)
+    );
     assert!(metrics.contains("herald_broker_connected 1"), "{metrics}");
     // A follow-up (a park under load) sent in the moment before herald hears of
     // the block is an unknown outcome: its message is returned, and repeated when
