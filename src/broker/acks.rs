@@ -72,16 +72,19 @@ async fn settle_in_order(mut received: mpsc::UnboundedReceiver<Note>, mut window
             }
         }
         window.flush(&mut sends);
-        for send in sends.drain(..) {
-            send.send().await;
-        }
+        send_in_order(&mut sends).await;
     }
     // Every handle is gone. Left in the window: done deliveries behind one
     // that never settled (its handler panicked); they go one by one, and the
     // broker redelivers the other when the channel closes.
     window.release(&mut sends);
-    for send in sends.drain(..) {
-        send.send().await;
+    send_in_order(&mut sends).await;
+}
+
+/// Each frame once the one before is written.
+async fn send_in_order(frames: &mut Vec<Frame<Acker>>) {
+    for frame in frames.drain(..) {
+        frame.send().await;
     }
 }
 
@@ -102,7 +105,7 @@ struct Open<A> {
 
 /// One frame to the broker.
 #[derive(Debug, PartialEq, Eq)]
-enum Send<A> {
+enum Frame<A> {
     Ack { acker: A, multiple: bool },
     Requeue(A),
 }
@@ -124,7 +127,7 @@ impl<A> Window<A> {
 
     /// A requeue goes out at once, ahead of any later `multiple` ack that
     /// could cover its tag; an ack waits for `flush`.
-    fn settle(&mut self, tag: u64, settle: Settle, sends: &mut Vec<Send<A>>) {
+    fn settle(&mut self, tag: u64, settle: Settle, sends: &mut Vec<Frame<A>>) {
         let Ok(i) = self.open.binary_search_by_key(&tag, |open| open.tag) else {
             debug!(tag, "a settle for a delivery not taken, ignored");
             return;
@@ -136,7 +139,7 @@ impl<A> Window<A> {
             }
             Settle::Requeue => {
                 let open = self.open.remove(i).expect("found above");
-                sends.push(Send::Requeue(open.acker));
+                sends.push(Frame::Requeue(open.acker));
             }
         }
     }
@@ -144,7 +147,7 @@ impl<A> Window<A> {
     /// The done run at the front as one `multiple` ack, then, if more than
     /// `hold` are left waiting behind an unsettled delivery, the oldest of
     /// them one by one (their tags are past the run's, so nothing overlaps).
-    fn flush(&mut self, sends: &mut Vec<Send<A>>) {
+    fn flush(&mut self, sends: &mut Vec<Frame<A>>) {
         let mut last = None;
         while self.open.front().is_some_and(|open| open.done) {
             last = self.open.pop_front();
@@ -152,7 +155,7 @@ impl<A> Window<A> {
         }
         if let Some(open) = last {
             let multiple = true;
-            sends.push(Send::Ack {
+            sends.push(Frame::Ack {
                 acker: open.acker,
                 multiple,
             });
@@ -163,7 +166,7 @@ impl<A> Window<A> {
                 let open = self.open.remove(i).expect("in range");
                 self.done -= 1;
                 let multiple = false;
-                sends.push(Send::Ack {
+                sends.push(Frame::Ack {
                     acker: open.acker,
                     multiple,
                 });
@@ -174,11 +177,11 @@ impl<A> Window<A> {
     }
 
     /// Every done delivery, one by one.
-    fn release(&mut self, sends: &mut Vec<Send<A>>) {
+    fn release(&mut self, sends: &mut Vec<Frame<A>>) {
         self.flush(sends);
         for open in self.open.drain(..).filter(|open| open.done) {
             let multiple = false;
-            sends.push(Send::Ack {
+            sends.push(Frame::Ack {
                 acker: open.acker,
                 multiple,
             });
@@ -187,7 +190,7 @@ impl<A> Window<A> {
     }
 }
 
-impl Send<Acker> {
+impl Frame<Acker> {
     async fn send(self) {
         let sent = match &self {
             Self::Ack { acker, multiple } => {
@@ -222,15 +225,15 @@ mod tests {
         window
     }
 
-    fn ack(tag: u64, multiple: bool) -> Send<u64> {
-        Send::Ack {
+    fn ack(tag: u64, multiple: bool) -> Frame<u64> {
+        Frame::Ack {
             acker: tag,
             multiple,
         }
     }
 
     /// Settles `acks` as acked and flushes: what goes to the broker.
-    fn acked(window: &mut Window<u64>, acks: &[u64]) -> Vec<Send<u64>> {
+    fn acked(window: &mut Window<u64>, acks: &[u64]) -> Vec<Frame<u64>> {
         let mut sends = Vec::new();
         for &tag in acks {
             window.settle(tag, Settle::Ack, &mut sends);
@@ -254,11 +257,11 @@ mod tests {
         let mut w = window(64, 1..=3);
         let mut sends = Vec::new();
         w.settle(2, Settle::Requeue, &mut sends);
-        assert_eq!(sends, [Send::Requeue(2)]);
+        assert_eq!(sends, [Frame::Requeue(2)]);
         w.settle(3, Settle::Ack, &mut sends);
         w.settle(1, Settle::Ack, &mut sends);
         w.flush(&mut sends);
-        assert_eq!(sends, [Send::Requeue(2), ack(3, true)]);
+        assert_eq!(sends, [Frame::Requeue(2), ack(3, true)]);
     }
 
     #[test]
