@@ -300,7 +300,7 @@ isolation() {
     echo "== isolation ($1): the same load, every event also to a receiver answering after $SLOW_REPLY"
     measure --mode latency --rate "$iso_rate" --duration "${LATENCY_SECS}s" --slow-receiver "$SLOW_REPLY"
     ISO_P99=$(field p99_ms) ISO_MISSING=$(field missing) ISO_SLOW=$(field slow_answered)
-    ISO_RATIO=$(awk -v a="$ISO_P99" -v b="$ISO_SOLO_P99" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+    ISO_RATIO=$(ratio "$ISO_P99" "$ISO_SOLO_P99")
     stop_herald
     purge_bench_queues
 }
@@ -469,7 +469,7 @@ scaleout_run() {
     SO_DUP[n]=$(field duplicates) SO_MISSING[n]=$(field missing) SO_SCHEDULE[n]=$schedule
     deliveries=$((SO_DELIVERIES[n] > 0 ? SO_DELIVERIES[n] : 1))
     SO_CPU_BROKER[n]=$((broker_ms * 1000 / deliveries)) SO_CPU_WORKERS[n]=$((WORKERS_CPU_MS * 1000 / deliveries))
-    SO_RATIO[n]=$(awk -v a="${SO_PER_S[n]}" -v b="${SO_PER_S[1]}" 'BEGIN {printf "%.2f", a / b}')
+    SO_RATIO[n]=$(ratio "${SO_PER_S[n]}" "${SO_PER_S[1]}")
 }
 
 phase_scaleout() {

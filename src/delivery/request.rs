@@ -61,14 +61,12 @@ pub fn signed_request(
     headers.insert(CONTENT_TYPE, content_type);
     headers.extend(rendered.headers);
     insert(&mut headers, "webhook-id", &task.event.id);
-    // Numbers are written straight into the header value, with no String between.
-    let (timestamp, attempt) = (
-        HeaderValue::from(timestamp),
-        HeaderValue::from(task.attempt),
-    );
+    // Numbers go straight into their header values, with no String between.
+    let timestamp = HeaderValue::from(timestamp);
     headers.insert(HeaderName::from_static("webhook-timestamp"), timestamp);
     insert(&mut headers, "webhook-signature", &signature);
     insert(&mut headers, "herald-event-type", &task.event.event_type);
+    let attempt = HeaderValue::from(task.attempt);
     headers.insert(HeaderName::from_static("herald-attempt"), attempt);
     Ok(Request {
         method: sub.method.as_reqwest(),
